@@ -1,0 +1,138 @@
+"""Class activation sequences -> action segments (the original `multiple_threshold_hamnet` + Gaussian soft-NMS).
+
+Everything inside works in snippet indices with exclusive ends; `Segment` converts to seconds at the boundary
+(one snippet = 16 frames / 25 fps = 0.64 s unless the features record another rate). Output-affecting quirks of the
+original are reproduced on purpose and marked "Quirk".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import torch
+
+from co2cli.co2net import video_scores
+from co2cli.video import FPS, SNIPPET
+
+ATTENTION_THRESHOLDS = np.linspace(0.1, 0.9, 10)  # applied to the fused attention with a strict '>'
+MIN_VIDEO_SCORE = 0.2  # classes whose video score reaches this are localized (else only the best one)
+OIC_LAMBDA = 0.25  # outer window = 25 % of the proposal length on each side
+OIC_GAMMA = 0.2  # weight of the video-level score in a proposal's score
+SOFT_NMS_SIGMA = 0.3
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One detection in snippet units: [start_snippet, end_snippet) with an exclusive end."""
+
+    label: int
+    score: float
+    start_snippet: float
+    end_snippet: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One detection in seconds on the video's timeline, ready for output."""
+
+    video: str
+    label: int
+    label_name: str
+    score: float
+    start_s: float
+    end_s: float
+
+
+def runs_of_consecutive(indices: np.ndarray) -> list[np.ndarray]:
+    """Split sorted snippet indices into runs of consecutive values."""
+    return np.split(indices, np.where(np.diff(indices) != 1)[0] + 1)
+
+
+def oic_proposals(positions: np.ndarray, class_cas: np.ndarray, class_id: int, video_score: float) -> list[Proposal]:
+    """Outer-inner-contrast proposals of one class from the snippets above an attention threshold.
+
+    class_cas: (T,) float32 attention-weighted activation of this class. Score = inner mean - outer mean
+    + 0.2 * video score, the outer region being 25 % of the run length on each side (truncated with int()).
+    """
+    n = class_cas.shape[0]
+    # numpy 1.x (the original's) computes 0.2 * float32 in float64 and the final sum in float64; keep that.
+    score_term = OIC_GAMMA * float(video_score)
+    found = []
+    for run in runs_of_consecutive(positions):
+        inner = np.mean(class_cas[run])
+        length = len(run)
+        outer_start = max(0, int(run[0] - OIC_LAMBDA * length))
+        outer_end = min(int(n - 1), int(run[-1] + OIC_LAMBDA * length))
+        outer_idx = list(range(outer_start, int(run[0]))) + list(range(int(run[-1] + 1), outer_end + 1))
+        # Quirk: the outer score is 0 when the run touches both ends; the mean is float32 like the original's.
+        outer = np.mean(class_cas[outer_idx]) if outer_idx else np.float32(0)
+        score = float(np.float32(inner - outer)) + score_term
+        found.append(Proposal(class_id, score, float(run[0]), float(run[-1] + 1)))
+    return found
+
+
+def soft_nms(proposals: Sequence[Proposal], sigma: float = SOFT_NMS_SIGMA) -> list[Proposal]:
+    """Gaussian soft-NMS as in the original: nothing is removed, scores decay, output in selection order.
+
+    Quirks: IoU uses the "+1" convention on already-exclusive ends (area = e - s + 1), and the selected row is
+    swapped with row 0 before the rest is kept, which decides later ties (first argmax wins).
+    """
+    dets = np.array([[p.label, p.score, p.start_snippet, p.end_snippet] for p in proposals], dtype=np.float64)
+    areas = dets[:, 3] - dets[:, 2] + 1
+    dets = np.concatenate((dets, areas[:, None]), axis=1)
+    kept = []
+    while dets.size > 0:
+        best = np.argmax(dets[:, 1], axis=0)
+        dets[[0, best], :] = dets[[best, 0], :]
+        kept.append(Proposal(int(dets[0, 0]), float(dets[0, 1]), float(dets[0, 2]), float(dets[0, 3])))
+        inter = np.maximum(np.minimum(dets[0, 3], dets[1:, 3]) - np.maximum(dets[0, 2], dets[1:, 2]) + 1, 0.0)
+        iou = inter / (dets[0, -1] + dets[1:, -1] - inter)
+        dets[1:, 1] *= np.exp(-(iou * iou) / sigma)
+        dets = dets[1:, :]
+    return kept
+
+
+def select_classes(scores: np.ndarray, min_score: float = MIN_VIDEO_SCORE) -> np.ndarray:
+    """Classes to localize: those with video score >= min_score, else only the argmax class."""
+    chosen = np.where(scores >= min_score)[0]
+    return chosen if len(chosen) else np.array([np.argmax(scores)])
+
+
+def multiple_threshold_proposals(cas: torch.Tensor | np.ndarray, attn: torch.Tensor | np.ndarray) -> list[Proposal]:
+    """The original `multiple_threshold_hamnet` without the ambiguous-segment filter (that belongs to evaluation).
+
+    cas: (1, T, C+1) or (T, C+1) logits, last column background; attn: (1, T, 1) or (T,) fused attention.
+    Returns proposals in the original's output order (classes by first appearance, soft-NMS selection order).
+    """
+    cas_t = torch.as_tensor(cas, dtype=torch.float32).reshape(1, -1, np.shape(cas)[-1])
+    attn_t = torch.as_tensor(attn, dtype=torch.float32).reshape(1, -1, 1)
+    weighted = (cas_t * attn_t)[0, :, :-1].numpy()  # float32 (T, C), computed in torch like the original
+    scores = video_scores(cas_t, attn_t)
+    classes = select_classes(scores)
+    attention = attn_t[0, :, 0].numpy()
+    per_class: dict[int, list[Proposal]] = {}
+    for threshold in ATTENTION_THRESHOLDS:
+        positions = np.where(attention > threshold)[0]
+        # Quirk: `positions.any()` is False both when nothing passes and when only snippet 0 passes.
+        if not positions.any():
+            continue
+        # Quirk: the same attention runs serve every kept class; only the scores are class-specific.
+        for class_id in classes:
+            found = oic_proposals(positions, weighted[:, class_id], int(class_id), scores[class_id])
+            per_class.setdefault(int(class_id), []).extend(found)
+    return [p for class_id in per_class for p in soft_nms(per_class[class_id])]
+
+
+def to_segments(video: str, proposals: Sequence[Proposal], class_names: Sequence[str],
+                snippet_seconds: Fraction = Fraction(SNIPPET, FPS), min_score: float | None = None) -> list[Segment]:
+    """Convert snippet-index proposals to seconds: start = index * snippet_seconds (16/25 = 0.64 s by default).
+
+    The rate is a Fraction so that e.g. snippet 2981 gives 1907.84 s, not 1907.8400000000001.
+    """
+    rate = Fraction(snippet_seconds)
+    return [Segment(video, p.label, class_names[p.label], p.score, float(Fraction(p.start_snippet) * rate),
+                    float(Fraction(p.end_snippet) * rate))
+            for p in proposals if min_score is None or p.score >= min_score]
