@@ -24,3 +24,8 @@ def classes_beside(checkpoint: Path) -> list[str]:
         raise Co2Error(f"class names for {checkpoint.name} not found: expected {path} (one name per line, "
                        "in classlist.npy order; `co2 train` and `co2 weights import` write it)")
     return path.read_text().splitlines()
+
+
+def kinetics400() -> list[str]:
+    """The 400 Kinetics classes in DeepMind's I3D logit order (from torchvision's `_meta.py`, see tools/)."""
+    return _packaged("kinetics400_classes.txt")
