@@ -1,0 +1,192 @@
+"""TV-L1 optical flow between consecutive 25 fps frames (stage 2 of the pipeline).
+
+* Input: grayscale uint8 0..255 frames, (N, H, W); in the pipeline these are the 224 x 224 centre crops from
+  video.py (flow is computed on the crop, not on the 256-short-side frame: see video.py).
+* Method: OpenCV's `cv2.optflow.DualTVL1OpticalFlow_create()` with its default parameters, unchanged.
+* Output: float32 (N, H, W, 2), channel 0 = horizontal (+ right), channel 1 = vertical (+ down), in pixels
+  clipped to [-20, 20] and divided by 20, so in [-1, 1] (the Kinetics I3D flow recipe).
+* N frames give exactly N fields: flow[i] = TV-L1(frame i -> frame i + 1) for i < N - 1, and the last field
+  repeats flow[N - 2] (there is no next frame; a repeat keeps 16-frame flow snippets aligned with RGB).
+  N = 1 gives one zero field.
+* Streaming: `FlowStream` carries the last frame and field across chunks, so chunked results equal the
+  one-shot result exactly (TV-L1 is deterministic and keeps no state between calls).
+* `workers > 1` runs pairs in that many processes with one OpenCV thread each: on a 2-core machine two
+  processes beat `cv2.setNumThreads(2)` (docs/pipeline.md). Results are identical either way.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from operator import attrgetter
+from typing import TypeVar
+
+import cv2
+import numpy as np
+
+FLOW_BOUND_PX = 20.0
+"""Flow is clipped to +-20 px and divided by 20."""
+
+RECIPE = {
+    "method": "TV-L1",
+    "implementation": f"OpenCV {cv2.__version__} cv2.optflow.DualTVL1OpticalFlow_create() defaults",
+    "input": "grayscale uint8 of the 224x224 centre crop (after short side 256, bilinear)",
+    "bound_px": FLOW_BOUND_PX,
+    "scaling": "clip to [-20, 20] px, divide by 20 -> [-1, 1]; channels (dx, dy)",
+    "last_frame": "flow of the last frame repeats the previous field",
+}
+"""How flow was made, for the feature file's recipe."""
+
+T = TypeVar("T")
+
+
+def create_tvl1() -> cv2.optflow.DualTVL1OpticalFlow:
+    """OpenCV's TV-L1 with its default parameters (tau 0.25, lambda 0.15, theta 0.3, 5 scales, 5 warps, ...)."""
+    return cv2.optflow.DualTVL1OpticalFlow_create()
+
+
+def scale_flow(flow_px: np.ndarray) -> np.ndarray:
+    """Flow in pixels -> float32 in [-1, 1]: clip to [-20, 20] px, then divide by 20."""
+    bound = np.float32(FLOW_BOUND_PX)
+    return np.clip(flow_px.astype(np.float32, copy=False), -bound, bound) / bound
+
+
+def _check_gray(frames: np.ndarray) -> None:
+    if frames.dtype != np.uint8 or frames.ndim != 3:
+        raise ValueError(f"expected grayscale uint8 frames (N, H, W), got {frames.dtype} {frames.shape}")
+
+
+# One TV-L1 object per process: creating it is cheap but reuse avoids reallocating its pyramids.
+_worker_tvl1: cv2.optflow.DualTVL1OpticalFlow | None = None
+
+
+def _init_worker() -> None:
+    global _worker_tvl1
+    cv2.setNumThreads(1)  # processes give the parallelism; threads inside would oversubscribe the cores
+    _worker_tvl1 = create_tvl1()
+
+
+def _worker_pair(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+    assert _worker_tvl1 is not None
+    return scale_flow(_worker_tvl1.calc(prev, nxt, None))
+
+
+class FlowStream:
+    """TV-L1 over a stream of grayscale chunks; results equal `compute_flow` on the concatenated frames.
+
+    `push(chunk)` returns the fields of every frame whose successor is now known (so the first push returns one
+    field fewer than frames, later pushes as many as they get); `finish()` returns the last frame's field.
+    """
+
+    def __init__(self, workers: int = 1):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        self._tvl1 = create_tvl1() if workers == 1 else None
+        self._pool: Executor | None = None
+        self._last_frame: np.ndarray | None = None
+        self._last_field: np.ndarray | None = None
+        self.frames_seen = 0
+
+    def _pairs(self, prevs: list[np.ndarray], nexts: list[np.ndarray]) -> list[np.ndarray]:
+        if self._tvl1 is not None:
+            return [scale_flow(self._tvl1.calc(a, b, None)) for a, b in zip(prevs, nexts)]
+        if self._pool is None:
+            # spawn, not fork: the parent may hold torch/OpenMP threads that a forked child would inherit broken.
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker)
+        return list(self._pool.map(_worker_pair, prevs, nexts))
+
+    def push(self, gray: np.ndarray) -> np.ndarray:
+        """(n, H, W) uint8 frames -> (k, H, W, 2) float32 fields in [-1, 1], k = n - 1 on the first push else n."""
+        _check_gray(gray)
+        frames = list(gray) if self._last_frame is None else [self._last_frame, *gray]
+        fields = self._pairs(frames[:-1], frames[1:])
+        if frames:
+            self._last_frame = frames[-1].copy()
+        if fields:
+            self._last_field = fields[-1]
+        self.frames_seen += len(gray)
+        height, width = gray.shape[1:]
+        return np.stack(fields) if fields else np.empty((0, height, width, 2), np.float32)
+
+    def finish(self) -> np.ndarray:
+        """The last frame's field, (1, H, W, 2): a repeat of the previous field, zeros if only one frame came.
+
+        (0, 0, 0, 2) when no frame came at all. Closes the worker pool.
+        """
+        self.close()
+        if self._last_frame is None:
+            return np.empty((0, 0, 0, 2), np.float32)
+        if self._last_field is None:
+            return np.zeros((1, *self._last_frame.shape, 2), np.float32)
+        return self._last_field[None].copy()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> FlowStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def compute_flow(gray: np.ndarray, workers: int = 1) -> np.ndarray:
+    """(N, H, W) uint8 grayscale -> (N, H, W, 2) float32 TV-L1 flow in [-1, 1] (the last field repeated)."""
+    _check_gray(gray)
+    with FlowStream(workers) as stream:
+        head = stream.push(gray)
+        tail = stream.finish()
+    if not len(gray):
+        return np.empty((0, *gray.shape[1:], 2), np.float32)
+    return np.concatenate([head, tail])
+
+
+def iter_flow(gray_chunks: Iterable[np.ndarray], workers: int = 1) -> Iterator[np.ndarray]:
+    """For each (n, H, W) uint8 chunk, yield its (n, H, W, 2) flow; equal to `compute_flow` on all frames.
+
+    A chunk's flow comes out once the next chunk's first frame is known (one chunk of look-ahead).
+    """
+    shapes: deque[tuple[int, ...]] = deque()  # (n, H, W) of chunks whose flow is not yet yielded
+    ready = np.empty((0, 0, 0, 2), np.float32)  # fields computed but not yet yielded, in order
+    stream = FlowStream(workers)
+    try:
+        for chunk in gray_chunks:
+            shapes.append(chunk.shape)
+            ready = _append(ready, stream.push(chunk))
+            while shapes and shapes[0][0] <= len(ready):
+                n, height, width = shapes.popleft()
+                out, ready = ready[:n], ready[n:]
+                yield out if n else np.empty((0, height, width, 2), np.float32)
+        ready = _append(ready, stream.finish())
+        while shapes:
+            n, height, width = shapes.popleft()
+            out, ready = ready[:n], ready[n:]
+            yield out if n else np.empty((0, height, width, 2), np.float32)
+    finally:
+        stream.close()
+
+
+def _append(ready: np.ndarray, fields: np.ndarray) -> np.ndarray:
+    if not len(fields):
+        return ready
+    return fields if not len(ready) else np.concatenate([ready, fields])
+
+
+def iter_with_flow(items: Iterable[T], gray: Callable[[T], np.ndarray] = attrgetter("gray"),
+                   workers: int = 1) -> Iterator[tuple[T, np.ndarray]]:
+    """Pair each chunk (e.g. `video.Frames`) with its flow: yields (item, (n, H, W, 2) float32 in [-1, 1])."""
+    held: deque[T] = deque()
+
+    def grays() -> Iterator[np.ndarray]:
+        for item in items:
+            held.append(item)
+            yield gray(item)
+
+    for fields in iter_flow(grays(), workers):
+        yield held.popleft(), fields
