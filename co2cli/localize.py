@@ -127,12 +127,64 @@ def multiple_threshold_proposals(cas: torch.Tensor | np.ndarray, attn: torch.Ten
 
 
 def to_segments(video: str, proposals: Sequence[Proposal], class_names: Sequence[str],
-                snippet_seconds: Fraction = Fraction(SNIPPET, FPS), min_score: float | None = None) -> list[Segment]:
-    """Convert snippet-index proposals to seconds: start = index * snippet_seconds (16/25 = 0.64 s by default).
+                snippet_seconds: Fraction = Fraction(SNIPPET, FPS), min_score: float | None = None,
+                offset_s: float = 0.0) -> list[Segment]:
+    """Convert snippet-index proposals to seconds: offset_s + index * snippet_seconds (16/25 = 0.64 s default).
 
-    The rate is a Fraction so that e.g. snippet 2981 gives 1907.84 s, not 1907.8400000000001.
+    offset_s is the video time of snippet 0 (the first frame's presentation time, usually 0). The rate is a
+    Fraction so that e.g. snippet 2981 gives 1907.84 s, not 1907.8400000000001.
     """
     rate = Fraction(snippet_seconds)
-    return [Segment(video, p.label, class_names[p.label], p.score, float(Fraction(p.start_snippet) * rate),
-                    float(Fraction(p.end_snippet) * rate))
+    return [Segment(video, p.label, class_names[p.label], p.score, offset_s + float(Fraction(p.start_snippet) * rate),
+                    offset_s + float(Fraction(p.end_snippet) * rate))
             for p in proposals if min_score is None or p.score >= min_score]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Zero-shot Kinetics-400 localization (not part of the original): per-snippet I3D probabilities stand in for the
+# CAS and each class's own smoothed probability stands in for CO2-Net's class-agnostic attention.
+
+KINETICS_MIN_VIDEO_SCORE = 0.1  # classes whose top-k mean probability reaches this are localized ...
+KINETICS_MAX_CLASSES = 3  # ... at most this many, and always the best one
+SMOOTH_SNIPPETS = 3  # moving-average window over snippets (odd)
+KINETICS_MIN_SEGMENT_SCORE = 0.1  # soft-NMS keeps every decayed duplicate; a user-facing zero-shot list does not
+
+
+def smooth(values: np.ndarray, window: int = SMOOTH_SNIPPETS) -> np.ndarray:
+    """Centred moving average along time (axis 0) with edge replication; window in snippets."""
+    if window <= 1 or values.shape[0] < 2:
+        return values.astype(np.float64)
+    pad = window // 2
+    padded = np.concatenate([np.repeat(values[:1], pad, 0), values, np.repeat(values[-1:], pad, 0)])
+    kernel = np.ones(window) / window
+    return np.apply_along_axis(lambda col: np.convolve(col, kernel, mode="valid"), 0, padded)
+
+
+def topk_video_scores(probs: np.ndarray) -> np.ndarray:
+    """Per-class video score: mean of the top max(1, T // 8) snippet probabilities. probs: (T, C)."""
+    k = max(1, probs.shape[0] // 8)
+    return np.sort(probs, axis=0)[-k:].mean(axis=0)
+
+
+def kinetics_proposals(logits: np.ndarray) -> tuple[list[Proposal], np.ndarray, np.ndarray]:
+    """Segments from per-snippet Kinetics logits (T, 400): softmax, smooth, then per chosen class the original's
+    ten thresholds (0.1..0.9 of the class's peak), OIC scores and Gaussian soft-NMS.
+
+    Returns (proposals in snippet units, smoothed probabilities (T, C), video scores (C,)).
+    """
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    curves = smooth(probs)
+    scores = topk_video_scores(curves)
+    ranked = np.argsort(-scores)
+    chosen = [int(c) for c in ranked[:KINETICS_MAX_CLASSES] if scores[c] >= KINETICS_MIN_VIDEO_SCORE] or [int(ranked[0])]
+    proposals: list[Proposal] = []
+    for class_id in chosen:
+        curve = curves[:, class_id]
+        pooled = []
+        for fraction in ATTENTION_THRESHOLDS:
+            positions = np.where(curve > fraction * curve.max())[0]
+            if len(positions):
+                pooled.extend(oic_proposals(positions, curve.astype(np.float32), class_id, scores[class_id]))
+        proposals.extend(p for p in (soft_nms(pooled) if pooled else []) if p.score >= KINETICS_MIN_SEGMENT_SCORE)
+    return proposals, curves, scores

@@ -1,36 +1,30 @@
-"""The Python API that mirrors `co2 localize`: `load_model(...)` then `model.localize(path) -> list[Segment]`.
+"""The Python API that mirrors `co2 localize`: `load_model(...)`, then `model.localize(path) -> list[Segment]`.
 
-Inputs are feature files (`.npy`, (T, 2048)) or videos; videos go through the same extraction as
-`co2 extract-features`.
+Inputs are videos (decoded and turned into features by the same code as `co2 extract-features`, cached per video
+and recipe) or feature files (`.npy`, (T, 2048), or (T, 1024) RGB-only for the Kinetics localizer).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from co2cli import classes as class_lists
 from co2cli.co2net import CO2Net, load_co2net, run_co2net
 from co2cli.errors import Co2Error
-from co2cli.features import FeatureFile, load_features
-from co2cli.localize import Segment, multiple_threshold_proposals, to_segments
+from co2cli.features import (RECIPE_VERSION, STREAM_DIM, VIDEO_SUFFIXES, FeatureExtractor, FeatureFile,
+                             is_complete, load_features, pick_device, save)
+from co2cli.localize import Segment, kinetics_proposals, multiple_threshold_proposals, select_classes, to_segments
 
 FEATURE_SUFFIXES = {".npy"}
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """'auto' = CUDA when present, else CPU; 'cuda' without a GPU is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise Co2Error("--device cuda was asked for but no CUDA GPU is available (use --device cpu or auto)")
-    if device not in ("cpu", "cuda"):
-        raise Co2Error(f"unknown device {device!r}: use auto, cpu or cuda")
-    return torch.device(device)
+PLOT_CLASSES = 3  # classes drawn per plot
 
 
 def expand_inputs(inputs: Iterable[str], suffixes: set[str] | None = None) -> list[Path]:
@@ -53,40 +47,164 @@ def expand_inputs(inputs: Iterable[str], suffixes: set[str] | None = None) -> li
 
 
 @dataclass
-class Co2Localizer:
-    """CO2-Net on two-stream features: CAS + attention -> multiple-threshold proposals -> segments."""
+class Analysis:
+    """One video's localization and the curves behind it (per snippet) for plotting."""
 
-    model: CO2Net
-    class_names: list[str]
-    description: str = "CO2-Net"
+    video: str
+    segments: list[Segment]
+    snippet_seconds: float
+    curves: dict[str, np.ndarray]
+    attention: np.ndarray | None
+    attention_label: str
+    offset_s: float = 0.0
 
-    def localize_features(self, feats: FeatureFile, min_score: float | None = None) -> list[Segment]:
-        outputs = run_co2net(self.model, feats.features)
-        proposals = multiple_threshold_proposals(outputs["cas"], outputs["attn"])
-        return to_segments(feats.name, proposals, self.class_names, feats.snippet_seconds, min_score)
+
+class Localizer:
+    """Shared input handling: videos become features (cached), feature files are loaded and checked."""
+
+    description = "localizer"
+    streams: tuple[str, ...] = ("rgb", "flow")
+    feature_dims: tuple[int, ...] = (2 * STREAM_DIM,)
+
+    def __init__(self, device: torch.device, batch_size: int = 4, cache_dir: Path | None = None) -> None:
+        self.device = device
+        self.batch_size = batch_size
+        self.cache_dir = cache_dir
+        self._extractor: FeatureExtractor | None = None
+
+    # -- inputs -----------------------------------------------------------------------------------------------
+
+    def extractor(self) -> FeatureExtractor:
+        if self._extractor is None:
+            self._extractor = FeatureExtractor(self.streams, str(self.device), self.batch_size)
+        return self._extractor
+
+    def _cache_folder(self, video: Path) -> Path:
+        from co2cli import weights
+
+        stat = video.stat()
+        key = hashlib.sha256(f"{video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
+        return (self.cache_dir or weights.home() / "features") / key
+
+    def video_features(self, video: Path) -> FeatureFile:
+        """Features of a video through `co2 extract-features`' code, reused from the cache when the recipe matches."""
+        if not video.is_file():
+            raise Co2Error(f"input not found: {video}")
+        folder = self._cache_folder(video)
+        extractor = self.extractor()
+        if is_complete(folder, video.stem, extractor.streams):
+            cached = load_features(folder / f"{video.stem}.npy", dim=None)
+            same = (cached.recipe.get("recipe_version") == RECIPE_VERSION
+                    and cached.recipe.get("weights_sha256") == extractor.weights_sha256)
+            if same:
+                return cached
+        save(folder, video.stem, extractor.extract(video))
+        return load_features(folder / f"{video.stem}.npy", dim=None)
+
+    def features_for(self, path: Path) -> FeatureFile:
+        if path.suffix.lower() in FEATURE_SUFFIXES:
+            feats = load_features(path, dim=None)
+            if feats.features.shape[1] not in self.feature_dims:
+                want = " or ".join(f"(T, {d})" for d in self.feature_dims)
+                raise Co2Error(f"{path} has shape {feats.features.shape}, expected {want} for {self.description}")
+            return feats
+        return self.video_features(path)
+
+    # -- outputs ----------------------------------------------------------------------------------------------
+
+    def analyze(self, feats: FeatureFile, min_score: float | None = None) -> Analysis:
+        raise NotImplementedError
 
     def localize(self, path: str | Path, min_score: float | None = None) -> list[Segment]:
-        """Segments (seconds) of one feature file."""
-        path = Path(path)
-        if path.suffix.lower() not in FEATURE_SUFFIXES:
-            raise Co2Error(f"{path}: videos need the video front end; pass a (T, 2048) .npy feature file")
-        return self.localize_features(load_features(path), min_score)
+        """Segments (seconds on the video's timeline) of one video or feature file."""
+        return self.analyze(self.features_for(Path(path)), min_score).segments
 
     def localize_many(self, inputs: Sequence[str], min_score: float | None = None,
                       plot_dir: Path | None = None) -> tuple[dict[str, list[Segment]], list[tuple[str, str]]]:
         """Localize every input; one bad input is reported in `failures` and never stops the others."""
+        from co2cli.writers import plot_timeline
+
         results: dict[str, list[Segment]] = {}
         failures: list[tuple[str, str]] = []
-        for path in expand_inputs(inputs, FEATURE_SUFFIXES):
+        for path in expand_inputs(inputs, VIDEO_SUFFIXES | FEATURE_SUFFIXES):
             try:
-                results[path.stem] = self.localize(path, min_score)
+                analysis = self.analyze(self.features_for(path), min_score)
             except Co2Error as exc:
                 failures.append((str(path), str(exc)))
+                continue
+            results[analysis.video] = analysis.segments
+            if plot_dir is not None:
+                plot_timeline(plot_dir / f"{analysis.video}.png", f"{analysis.video} - {self.description}",
+                              analysis.snippet_seconds, analysis.curves, analysis.segments, analysis.attention,
+                              analysis.attention_label, analysis.offset_s)
         return results, failures
+
+
+class Co2Localizer(Localizer):
+    """CO2-Net on two-stream features: CAS + attention -> multiple-threshold proposals -> segments."""
+
+    def __init__(self, model: CO2Net, class_names: list[str], description: str, device: torch.device,
+                 batch_size: int = 4, cache_dir: Path | None = None) -> None:
+        super().__init__(device, batch_size, cache_dir)
+        self.model = model
+        self.class_names = class_names
+        self.description = description
+
+    def analyze(self, feats: FeatureFile, min_score: float | None = None) -> Analysis:
+        outputs = run_co2net(self.model, feats.features)
+        proposals = multiple_threshold_proposals(outputs["cas"], outputs["attn"])
+        segments = to_segments(feats.name, proposals, self.class_names, feats.snippet_seconds, min_score,
+                               feats.start_s)
+        attention = outputs["attn"][0, :, 0].numpy()
+        weighted = (outputs["cas"][0, :, :-1] * outputs["attn"][0]).numpy()
+        from co2cli.co2net import video_scores
+
+        shown = select_classes(video_scores(outputs["cas"], outputs["attn"]))[:PLOT_CLASSES]
+        curves = {self.class_names[c]: weighted[:, c] for c in shown}
+        return Analysis(feats.name, segments, float(feats.snippet_seconds), curves, attention, "attention",
+                        feats.start_s)
+
+
+class KineticsLocalizer(Localizer):
+    """Zero-shot: per-snippet Kinetics-400 probabilities of the RGB I3D. Needs RGB features only.
+
+    For a 16-frame snippet the I3D head is exactly logits = W * mean(Mixed_5c) + b, so cached or extracted
+    1024-d RGB features give the same logits as running the network's head.
+    """
+
+    streams = ("rgb",)
+    feature_dims = (STREAM_DIM, 2 * STREAM_DIM)
+    description = "Kinetics-400 I3D (zero-shot, RGB)"
+
+    def __init__(self, device: torch.device, batch_size: int = 4, cache_dir: Path | None = None) -> None:
+        super().__init__(device, batch_size, cache_dir)
+        from co2cli import i3d, weights
+
+        path = weights.resolve("i3d-rgb")
+        state = i3d.read_torch_state_dict(path)
+        i3d.check_state_dict(state, 3, label=str(path))
+        self.weight = state["logits.conv3d.weight"].reshape(400, STREAM_DIM).double().numpy()
+        self.bias = state["logits.conv3d.bias"].double().numpy()
+        self.class_names = class_lists.kinetics400()
+
+    def logits(self, rgb_features: np.ndarray) -> np.ndarray:
+        """(T, 400) Kinetics logits from (T, 1024) RGB features (the I3D head on a 16-frame snippet)."""
+        return rgb_features.astype(np.float64) @ self.weight.T + self.bias
+
+    def analyze(self, feats: FeatureFile, min_score: float | None = None) -> Analysis:
+        proposals, curves, scores = kinetics_proposals(self.logits(feats.features[:, :STREAM_DIM]))
+        segments = to_segments(feats.name, proposals, self.class_names, feats.snippet_seconds, min_score,
+                               feats.start_s)
+        shown = np.argsort(-scores)[:PLOT_CLASSES]
+        return Analysis(feats.name, segments, float(feats.snippet_seconds),
+                        {self.class_names[c]: curves[:, c] for c in shown}, curves.max(axis=1),
+                        "max class probability", feats.start_s)
 
 
 def resolve_checkpoint(checkpoint: str | None, name: str) -> Path:
     """A checkpoint path as given, or the installed weight `name` (see `co2 weights list`)."""
+    from co2cli import weights
+
     if checkpoint is not None:
         path = Path(checkpoint)
         if path.exists() or "/" in checkpoint or path.suffix:
@@ -94,14 +212,38 @@ def resolve_checkpoint(checkpoint: str | None, name: str) -> Path:
                 raise Co2Error(f"checkpoint not found: {path}")
             return path
         name = checkpoint
-    from co2cli import weights
-
     return weights.resolve(name)
 
 
-def load_model(classes: str = "thumos", checkpoint: str | None = None, device: str = "auto") -> Co2Localizer:
-    """A localizer for `classes` ('thumos' or 'activitynet') with the given or installed CO2-Net checkpoint."""
+def _activitynet_names(checkpoint: str | None, path: Path) -> list[str]:
+    from co2cli import weights
+
+    if checkpoint is None or not Path(checkpoint).exists():
+        names_file = weights.class_names_path("co2-activitynet")
+        if names_file.is_file():
+            return names_file.read_text().splitlines()
+    return class_lists.classes_beside(path)
+
+
+def co2_installed() -> bool:
+    """True when a THUMOS14 CO2-Net checkpoint is installed (then `thumos` is the default model)."""
+    from co2cli import weights
+
+    return "co2-thumos" in weights.installed()
+
+
+def load_model(classes: str | None = None, checkpoint: str | None = None, device: str = "auto",
+               batch_size: int = 4, cache_dir: str | Path | None = None) -> Localizer:
+    """A localizer for `classes`: 'thumos' / 'activitynet' (CO2-Net with the given or installed checkpoint) or
+    'kinetics' (zero-shot RGB I3D). None picks 'thumos' when CO2-Net weights are installed, else 'kinetics'."""
     dev = pick_device(device)
+    cache = Path(cache_dir) if cache_dir else None
+    if classes is None:
+        classes = "thumos" if (checkpoint is not None or co2_installed()) else "kinetics"
+    if classes == "kinetics":
+        if checkpoint is not None:
+            raise Co2Error("--checkpoint is for CO2-Net (--classes thumos or activitynet), not --classes kinetics")
+        return KineticsLocalizer(dev, batch_size, cache)
     if classes == "thumos":
         path = resolve_checkpoint(checkpoint, "co2-thumos")
         model = load_co2net(path, dev)
@@ -109,5 +251,17 @@ def load_model(classes: str = "thumos", checkpoint: str | None = None, device: s
         if model.n_class != len(names):
             raise Co2Error(f"{path} has {model.n_class} classes, THUMOS14 has {len(names)}; "
                            "use --classes activitynet for an ActivityNet checkpoint")
-        return Co2Localizer(model, names, f"CO2-Net ({path.name}, THUMOS14)")
-    raise Co2Error(f"--classes {classes} is not available yet")
+        return Co2Localizer(model, names, f"CO2-Net THUMOS14 ({path.name})", dev, batch_size, cache)
+    if classes == "activitynet":
+        from co2cli.co2net import activitynet_pool_kernel
+
+        path = resolve_checkpoint(checkpoint, "co2-activitynet")
+        names = _activitynet_names(checkpoint, path)
+        model = load_co2net(path, dev, temporal_pool_kernel=activitynet_pool_kernel(*ACTIVITYNET_POOL))
+        if model.n_class != len(names):
+            raise Co2Error(f"{path} has {model.n_class} classes but its class list has {len(names)} names")
+        return Co2Localizer(model, names, f"CO2-Net ActivityNet1.2 ({path.name})", dev, batch_size, cache)
+    raise Co2Error(f"unknown --classes {classes!r}: use thumos, activitynet or kinetics")
+
+
+ACTIVITYNET_POOL = (60, 3)  # (max_seqlen, t) the original trains ActivityNet1.2 with; sets ANT_CO2's kernel

@@ -195,13 +195,18 @@ def test_rotation_metadata_is_applied(tmp_path: Path, rotation: int | None, brig
             assert (mean > 200) if (row, col) == bright else (mean < 40), (row, col, mean)
 
 
-def test_4k_clip_is_resized(tmp_path: Path) -> None:
-    """3840x2160 works: two frames at 1 fps -> 2 s -> 50 frames at 25 fps, each source frame converted once."""
+def test_4k_clip_is_refused_by_default_and_resized_when_allowed(tmp_path: Path, monkeypatch) -> None:
+    """3840x2160 is refused with one line by default; with CO2CLI_MAX_SIDE=4096 it decodes:
+    two frames at 1 fps -> 2 s -> 50 frames at 25 fps, each source frame converted once."""
     y, x = np.mgrid[0:2160, 0:3840]
     images = [np.stack([x % 256, y % 256, (x // 16 + 40 * k) % 256], axis=2).astype(np.uint8) for k in range(2)]
     path = write_clip(tmp_path / "uhd.mp4", images, pts=[0, 1], time_base=Fraction(1, 1), rate=1)
     info = video.probe(path)
     assert (info.width, info.height) == (3840, 2160)
+    with pytest.raises(Co2Error, match="3840x2160 is above the 2560 px limit") as caught:
+        video.VideoReader(path)
+    assert "\n" not in str(caught.value)
+    monkeypatch.setenv("CO2CLI_MAX_SIDE", "4096")
     reader = video.VideoReader(path)
     frames = video.concat(reader.chunks(drop_remainder=False))
     assert reader.frames_decoded == 2 and len(frames) == 50
@@ -255,10 +260,11 @@ def test_bad_files_give_one_line_errors(tmp_path: Path) -> None:
             assert "\n" not in str(caught.value) and str(path) in str(caught.value)
 
 
-def test_huge_resolution_is_refused(tmp_path: Path) -> None:
+def test_huge_resolution_is_refused(tmp_path: Path, monkeypatch) -> None:
     path = write_clip(tmp_path / "wide.mkv", [np.zeros((16, 16400, 3), np.uint8)] * 2, codec="ffv1")
     assert video.probe(path).width == 16400
-    with pytest.raises(Co2Error, match="too large"):
+    monkeypatch.setenv("CO2CLI_MAX_SIDE", "100000")  # capped at 16384: never accepted
+    with pytest.raises(Co2Error, match="16400x16 is above the 16384 px limit"):
         video.read_video(path)
     strip = write_clip(tmp_path / "strip.mkv", [np.zeros((16, 1024, 3), np.uint8)] * 2, codec="ffv1")
     with pytest.raises(Co2Error, match=r"1024x16 is too elongated \(limit 8:1\)"):
