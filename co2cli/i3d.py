@@ -302,8 +302,9 @@ def load_i3d(path_or_state_dict: str | Path | Mapping[str, torch.Tensor], in_cha
 
     A missing, corrupt, malicious (non-tensor pickle) or wrong-architecture file raises Co2Error; random weights
     are never returned. `exact` turns TF32 off on CUDA so results match float32 CPU references.
-    `channels_last` (default: on for CPU) stores weights as channels_last_3d: oneDNN then runs ~1.6x faster on
-    CPU with the same float32 accuracy (fixture errors stay ~1e-5).
+    `channels_last` (default: on for CPU) stores weights as channels_last_3d: oneDNN then needs ~10% less CPU
+    time single-threaded (up to 1.6x less wall time seen with 2 threads; bench/bench_i3d.py) with the same
+    float32 accuracy (fixture errors stay ~3e-5).
     """
     if isinstance(path_or_state_dict, Mapping):
         state_dict, label = dict(path_or_state_dict), label or "state dict"
