@@ -8,9 +8,6 @@ being background.
 
 from __future__ import annotations
 
-import gzip
-import io
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,36 +230,14 @@ def classification_scores(cas: torch.Tensor) -> np.ndarray:
 # Checkpoints
 
 
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a CO2-Net state dict (plain or gzip-compressed) with `weights_only=True` on the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise Co2Error(f"checkpoint not found: {path}")
-    raw = path.read_bytes()
-    if not raw:
-        raise Co2Error(f"checkpoint is empty: {path}")
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise Co2Error(f"checkpoint {path} is a damaged gzip file ({exc})") from None
-    try:
-        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Co2Error(f"checkpoint {path} was refused by the safe loader (not plain tensors): {first}") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds (struct.error, KeyError...) on junk bytes
-        raise Co2Error(f"{path} is not a readable PyTorch checkpoint (truncated or wrong file): "
-                       f"{type(exc).__name__}") from None
-    # Accept the common wrappers ({'state_dict': ...}, DataParallel's 'module.' prefix); the official file is bare.
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise Co2Error(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    """Read a CO2-Net state dict (plain or gzip-compressed) with `weights_only=True` on the CPU.
+
+    The same safe reader as the I3D weights: any bad file becomes one Co2Error line.
+    """
+    from co2cli.i3d import read_torch_state_dict
+
+    return read_torch_state_dict(Path(path))
 
 
 def n_classes_in(state_dict: dict[str, torch.Tensor]) -> int:

@@ -160,11 +160,11 @@ def test_missing_and_empty_checkpoint(tmp_path) -> None:
 def test_truncated_and_foreign_files(plain_ckpt, tmp_path) -> None:
     data = plain_ckpt.read_bytes()
     (tmp_path / "trunc.pkl").write_bytes(data[: len(data) // 3])
-    _expect_error(tmp_path / "trunc.pkl", "not a readable PyTorch checkpoint")
+    _expect_error(tmp_path / "trunc.pkl", "not a readable PyTorch")
     (tmp_path / "text.pkl").write_text("hello, I am not a checkpoint\n")
-    _expect_error(tmp_path / "text.pkl", "not a readable PyTorch checkpoint")
+    _expect_error(tmp_path / "text.pkl", "not a readable PyTorch")
     (tmp_path / "short.pkl").write_bytes(b"junk")
-    _expect_error(tmp_path / "short.pkl", "not a readable PyTorch checkpoint")
+    _expect_error(tmp_path / "short.pkl", "not a readable PyTorch")
     (tmp_path / "trunc.gz").write_bytes(need(CKPT_GZ).read_bytes()[:1000])
     _expect_error(tmp_path / "trunc.gz", "damaged gzip")
 

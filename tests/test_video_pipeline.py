@@ -279,3 +279,26 @@ def test_folder_with_good_corrupt_and_text(rgb_home: Path, short_clip: Path, tmp
                                                                                         for line in lines)
     assert list(json.loads(out.read_text())["results"]) == ["good"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_vfr_odd_length_streams_agree(full_home: Path, tmp_path: Path) -> None:
+    """A variable-frame-rate clip whose 25 fps length is not a multiple of 16: both streams give T = floor(N/16)."""
+    from tests.test_video import write_clip
+
+    rng = np.random.RandomState(3)
+    base = (rng.rand(96, 128, 3) * 255).astype(np.uint8)
+    gaps_ms = [30, 50, 20, 70, 40, 33, 25, 60]  # irregular presentation times
+    pts, images = [0], []
+    for k in range(40):
+        images.append(np.roll(base, 2 * k, axis=1))  # texture moving right: real, non-zero flow
+        pts.append(pts[-1] + gaps_ms[k % len(gaps_ms)])
+    clip = write_clip(tmp_path / "vfr.mkv", images, pts[:-1], time_base=Fraction(1, 1000))
+    out = tmp_path / "out"
+    proc = co2("extract-features", clip, "-o", out, env=make_env(full_home))
+    assert proc.returncode == 0, proc.stderr
+    recipe = json.loads((out / "vfr.json").read_text())
+    feats = np.load(out / "vfr.npy")
+    n = recipe["frame_count"]
+    assert n % 16 != 0 and recipe["snippets"] == n // 16 == feats.shape[0] >= 2
+    assert recipe["frames_used"] == 16 * feats.shape[0] and recipe["remainder_frames_dropped"] == n % 16
+    assert feats.shape[1] == 2048 and np.abs(feats[:, 1024:]).sum() > 0 and np.abs(feats[:, :1024]).sum() > 0
