@@ -139,3 +139,29 @@ def test_localize_then_evaluate_round_trip(features: Path, tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert "filter on" in proc.stderr
     assert set(json.loads(proc.stdout)["average"]) == {"0.1:0.5", "0.1:0.7", "0.1:0.9"}
+
+
+def test_activitynet_checkpoint_with_class_names_beside_it(features: Path, tmp_path: Path) -> None:
+    """An ANT_CO2 state dict (original key names, 100 classes) + `<stem>.classes.txt` localizes with the
+    original's ActivityNet smoothing kernel (max_seqlen 60, t 5 -> 13)."""
+    import torch
+
+    from co2cli.co2net import CO2Net, activitynet_pool_kernel, run_co2net
+    from co2cli.localize import multiple_threshold_proposals
+
+    torch.manual_seed(5)
+    ckpt = tmp_path / "ANT_CO2.pkl"
+    torch.save(CO2Net(100).state_dict(), ckpt)
+    names = [f"activity {i:03d}" for i in range(100)]
+    (tmp_path / "ANT_CO2.classes.txt").write_text("\n".join(names) + "\n")
+    proc = co2("localize", features, "--classes", "activitynet", "-c", ckpt, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)["results"]["video_test_0000004"]
+    model = CO2Net(100, temporal_pool_kernel=activitynet_pool_kernel(60, 5)).eval()
+    model.load_state_dict(torch.load(ckpt, weights_only=True))
+    out = run_co2net(model, np.load(features))
+    want = multiple_threshold_proposals(out["cas"], out["attn"])
+    assert [(s["label"], s["segment"]) for s in got] == [
+        (names[p.label], pytest.approx([p.start_snippet * 0.64, p.end_snippet * 0.64])) for p in want]
+    (tmp_path / "ANT_CO2.classes.txt").unlink()
+    assert_one_line_error(co2("localize", features, "--classes", "activitynet", "-c", ckpt), "classes.txt")
