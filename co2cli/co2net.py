@@ -64,22 +64,24 @@ class CO2Net(nn.Module):
     """CO2-Net for THUMOS14 (`temporal_pool_kernel=None`) or ActivityNet1.2 (`ANT_CO2`, odd kernel).
 
     State-dict keys equal the official checkpoints', including the unused `feat_encoder` (strict loading needs it).
-    `hidden_dim` (fused feature and classifier width, 2048) and `attention_dim` (512) exist only for cheap CPU
-    learning checks; their defaults give the original network (same keys, shapes and seeded initialisation).
+    The keyword-only widths exist for cheap CPU learning checks on synthetic features: `feature_dim` (input
+    channels, RGB in the first half; 2048), `hidden_dim` (fused feature and classifier width; 2048) and
+    `attention_dim` (512). Their defaults give the original network (same keys, shapes and seeded initialisation).
     """
 
     def __init__(self, n_class: int = THUMOS_CLASSES, dropout_ratio: float = 0.7,
-                 temporal_pool_kernel: int | None = None, *, hidden_dim: int = FEATURE_DIM,
-                 attention_dim: int = 512) -> None:
+                 temporal_pool_kernel: int | None = None, *, feature_dim: int = FEATURE_DIM,
+                 hidden_dim: int = FEATURE_DIM, attention_dim: int = 512) -> None:
         super().__init__()
         self.n_class = n_class
-        self.vAttn = ModalityAttention(attention_dim=attention_dim)
-        self.fAttn = ModalityAttention(attention_dim=attention_dim)
+        self.modality_dim = feature_dim // 2
+        self.vAttn = ModalityAttention(self.modality_dim, self.modality_dim, attention_dim)
+        self.fAttn = ModalityAttention(self.modality_dim, self.modality_dim, attention_dim)
         # Never used in forward; kept so official state dicts load strictly and seeded init matches the original.
         self.feat_encoder = nn.Sequential(
-            nn.Conv1d(FEATURE_DIM, hidden_dim, 3, padding=1), nn.LeakyReLU(0.2), nn.Dropout(dropout_ratio))
+            nn.Conv1d(feature_dim, hidden_dim, 3, padding=1), nn.LeakyReLU(0.2), nn.Dropout(dropout_ratio))
         self.fusion = nn.Sequential(
-            nn.Conv1d(FEATURE_DIM, hidden_dim, 1, padding=0), nn.LeakyReLU(0.2), nn.Dropout(dropout_ratio))
+            nn.Conv1d(feature_dim, hidden_dim, 1, padding=0), nn.LeakyReLU(0.2), nn.Dropout(dropout_ratio))
         self.classifier = nn.Sequential(
             nn.Dropout(dropout_ratio),
             nn.Conv1d(hidden_dim, hidden_dim, 3, padding=1), nn.LeakyReLU(0.2),
@@ -99,7 +101,7 @@ class CO2Net(nn.Module):
         attn (B, T, 1) = (v_atn + f_atn) / 2, v_atn and f_atn (B, T, 1) in (0, 1).
         """
         x = features.transpose(-1, -2)
-        rgb, flow = x[:, :MODALITY_DIM], x[:, MODALITY_DIM:]
+        rgb, flow = x[:, :self.modality_dim], x[:, self.modality_dim:]
         v_atn, v_feat = self.vAttn(rgb, flow)
         f_atn, f_feat = self.fAttn(flow, rgb)
         attn = (f_atn + v_atn) / 2
