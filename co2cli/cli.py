@@ -225,7 +225,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [5e-5 / 3e-5]."),
     batch_size: int = typer.Option(10, "--batch-size", help="Videos per batch; the first 6 are 3 same-class pairs."),
     max_seqlen: Optional[int] = typer.Option(None, "--max-seqlen", help="Snippets each training video is "
-                                             "resampled to [500 / 60]."),
+                                             "resampled to [320 / 60]."),
     k: Optional[float] = typer.Option(None, "--k", help="MIL top-k ratio: k = T // this [7 / 5]."),
     seed: int = typer.Option(3552, "--seed", help="Seeds init, dropout, batch sampling and the held-out split."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Adam weight decay [1e-3 / 5e-4]."),

@@ -25,6 +25,7 @@ import numpy as np
 from co2cli.errors import Co2Error
 from co2cli.evaluate import Annotations, load_annotations
 from co2cli.features import load_features
+from co2cli.safe_pickle import Refused, load_npy
 from co2cli.video import FPS, SNIPPET
 
 FEATURE_DIM = 2048
@@ -92,13 +93,15 @@ def _check_array(arr: object, video: str, where: str, dim: int) -> np.ndarray:
 def load_joint_features(path: Path) -> list[object]:
     """The W-TALC `*-I3D-JOINTFeatures.npy` object array as a list (one entry per annotated video).
 
-    allow_pickle is required by this standard format; it is only used on the file the user named.
-    encoding='bytes' reads the original Python 2 pickles, as the original loader does.
+    The standard format is a pickle; it is read with the numpy-only unpickler, so a tampered file cannot run
+    code. encoding='bytes' reads the original Python 2 pickles, as the original loader does.
     """
     if not path.is_file():
         raise Co2Error(f"features file not found: {path}")
     try:
-        arr = np.load(path, allow_pickle=True, encoding="bytes")
+        arr = load_npy(path, encoding="bytes")
+    except Refused as exc:
+        raise Co2Error(f"{path} was refused by the safe unpickler: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing line
         raise Co2Error(f"{path} is not a readable .npy features file ({type(exc).__name__})") from None
     if not isinstance(arr, np.ndarray) or arr.ndim == 0:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from co2cli.errors import Co2Error
+from co2cli.safe_pickle import Refused, load_npy
 from co2cli.video import FPS, SNIPPET
 
 # The original passes this literal list; np.linspace would give 0.30000000000000004 and change mAP@0.3/0.7.
@@ -67,8 +68,10 @@ def _load_npy(folder: Path, name: str, required: bool = True) -> np.ndarray | No
             raise Co2Error(f"annotation folder {folder} lacks {name}")
         return None
     try:
-        # The W-TALC files are object arrays of lists/strings written by numpy: pickle is needed to read them.
-        return np.load(path, allow_pickle=True)
+        # The W-TALC files are object arrays of lists/strings (pickles): read with the numpy-only unpickler.
+        return load_npy(path, encoding="latin1")
+    except Refused as exc:
+        raise Co2Error(f"{path} was refused by the safe unpickler: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing error
         raise Co2Error(f"cannot read {path}: {type(exc).__name__}") from None
 

@@ -225,6 +225,20 @@ def _activitynet_names(checkpoint: str | None, path: Path) -> list[str]:
     return class_lists.classes_beside(path)
 
 
+def _activitynet_kernel(path: Path, default_kernel) -> int:
+    """The pooling kernel a checkpoint was trained with: `co2 train` records it in `<stem>.train.json` beside
+    it; otherwise the original run's (max_seqlen 60, t 5) -> 13."""
+    recipe = path.with_name(path.name.split(".")[0] + ".train.json")
+    if recipe.is_file():
+        try:
+            kernel = json.loads(recipe.read_text()).get("temporal_pool_kernel")
+        except (json.JSONDecodeError, AttributeError):
+            raise Co2Error(f"{recipe} is not a co2 train summary (JSON); remove it or fix it") from None
+        if isinstance(kernel, int) and kernel >= 1 and kernel % 2 == 1:
+            return kernel
+    return default_kernel(*ACTIVITYNET_POOL)
+
+
 def co2_installed() -> bool:
     """True when a THUMOS14 CO2-Net checkpoint is installed (then `thumos` is the default model)."""
     from co2cli import weights
@@ -257,7 +271,7 @@ def load_model(classes: str | None = None, checkpoint: str | None = None, device
 
         path = resolve_checkpoint(checkpoint, "co2-activitynet")
         names = _activitynet_names(checkpoint, path)
-        model = load_co2net(path, dev, temporal_pool_kernel=activitynet_pool_kernel(*ACTIVITYNET_POOL))
+        model = load_co2net(path, dev, temporal_pool_kernel=_activitynet_kernel(path, activitynet_pool_kernel))
         if model.n_class != len(names):
             raise Co2Error(f"{path} has {model.n_class} classes but its class list has {len(names)} names")
         return Co2Localizer(model, names, f"CO2-Net ActivityNet1.2 ({path.name})", dev, batch_size, cache)

@@ -83,9 +83,9 @@ class Protocol:
 
 
 PROTOCOLS = {
-    # README "Train Your Own Model" (run.sh has --max-iter 5000); options.py defaults for the rest.
+    # README "Train Your Own Model" (--max-seqlen 320 --max-iter 20000; run.sh has 500 and 5000).
     "thumos14": Protocol("thumos14", "validation", "test", THUMOS_TIOU, True, 1, False,
-                         max_iter=20000, lr=5e-5, k=7.0, max_seqlen=500, weight_decay=1e-3),
+                         max_iter=20000, lr=5e-5, k=7.0, max_seqlen=320, weight_decay=1e-3),
     # run.sh: --k 5 --lr 3e-5 --max-seqlen 60 --max-iter 22000; weight_decay is options.py's default 5e-4.
     "activitynet12": Protocol("activitynet12", "training", "validation", ACTIVITYNET_TIOU, False, ANT_MIN_SNIPPETS,
                               True, max_iter=22000, lr=3e-5, k=5.0, max_seqlen=60, weight_decay=5e-4),

