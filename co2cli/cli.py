@@ -220,15 +220,15 @@ def train(
                                 "<stem>.classes.txt, <stem>.train.json and <stem>.train_state.pt go beside it."),
     annotations: Optional[Path] = typer.Option(None, "--annotations", "-a", help="W-TALC annotation folder "
                                                "(default: <Name>-Annotations beside a JOINTFeatures file)."),
-    max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Optimizer steps [thumos14 20000, "
-                                           "activitynet12 22000]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [5e-5 / 3e-5]."),
+    max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Optimizer steps (thumos14 20000, "
+                                           "activitynet12 22000)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (5e-5 / 3e-5)."),
     batch_size: int = typer.Option(10, "--batch-size", help="Videos per batch; the first 6 are 3 same-class pairs."),
     max_seqlen: Optional[int] = typer.Option(None, "--max-seqlen", help="Snippets each training video is "
-                                             "resampled to [320 / 60]."),
-    k: Optional[float] = typer.Option(None, "--k", help="MIL top-k ratio: k = T // this [7 / 5]."),
+                                             "resampled to (320 / 60)."),
+    k: Optional[float] = typer.Option(None, "--k", help="MIL top-k ratio: k = T // this (7 / 5)."),
     seed: int = typer.Option(3552, "--seed", help="Seeds init, dropout, batch sampling and the held-out split."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Adam weight decay [1e-3 / 5e-4]."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Adam weight decay (1e-3 / 5e-4)."),
     eval_every: int = typer.Option(200, "--eval-every", help="Evaluate (and save the training state) every N "
                                    "iterations, as the original's --interval."),
     save_every: int = typer.Option(0, "--save-every", help="Also save the training state every N iterations "
