@@ -19,7 +19,9 @@ def thumos14() -> list[str]:
 
 def classes_beside(checkpoint: Path) -> list[str]:
     """ActivityNet class names stored as `<checkpoint stem>.classes.txt` beside a checkpoint."""
-    path = checkpoint.with_name(checkpoint.name.split(".")[0] + ".classes.txt")
+    from co2cli.co2net import beside_checkpoint  # torch-heavy; only needed here
+
+    path = beside_checkpoint(checkpoint, ".classes.txt")
     if not path.is_file():
         raise Co2Error(f"class names for {checkpoint.name} not found: expected {path} (one name per line, "
                        "in classlist.npy order; `co2 train` and `co2 weights import` write it)")

@@ -125,11 +125,11 @@ def evaluate(
     if not preds:
         fail(f"{predictions} holds no predictions")
     use_filter = from_localize if filter_ambiguous is None else filter_ambiguous
-    if dataset is Dataset.thumos14:
-        thresholds, default_subset = evaluate_mod.THUMOS_TIOU, "test"
-    else:
-        thresholds, default_subset = evaluate_mod.ACTIVITYNET_TIOU, "validation"
-    result = evaluate_mod.detection_map(preds, ann, subset=subset or default_subset, thresholds=thresholds,
+    from co2cli.train import PROTOCOLS  # each dataset's evaluated subset and tIoU list, shared with training
+
+    protocol = PROTOCOLS[dataset.value]
+    default_subset = protocol.eval_subset
+    result = evaluate_mod.detection_map(preds, ann, subset=subset or default_subset, thresholds=protocol.thresholds,
                                         filter_ambiguous_segments=use_filter)
     typer.echo(f"{len(preds)} predictions, ambiguous-segment filter {'on' if use_filter else 'off'}", err=True)
     if fmt is OutputFormat.json:

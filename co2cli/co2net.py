@@ -273,6 +273,11 @@ def build_from_state_dict(state_dict: dict[str, torch.Tensor], source: str = "ch
     return model.eval()
 
 
+def beside_checkpoint(checkpoint: Path, suffix: str) -> Path:
+    """`<stem><suffix>` next to a checkpoint; stem = name up to the first dot (best_CO2.pkl.gz -> best_CO2)."""
+    return checkpoint.with_name(checkpoint.name.split(".")[0] + suffix)
+
+
 def load_co2net(path: str | Path, device: str | torch.device = "cpu",
                 temporal_pool_kernel: int | None = None) -> CO2Net:
     """Load an official-format CO2-Net checkpoint (plain or .gz) in eval mode on `device`."""

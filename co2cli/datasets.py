@@ -24,11 +24,10 @@ import numpy as np
 
 from co2cli.errors import Co2Error
 from co2cli.evaluate import Annotations, load_annotations
-from co2cli.features import load_features
+from co2cli.features import FEATURE_DIM, load_features
 from co2cli.safe_pickle import Refused, load_npy
 from co2cli.video import FPS, SNIPPET
 
-FEATURE_DIM = 2048
 JOINT_SUFFIX = "-I3D-JOINTFeatures.npy"
 
 

@@ -14,8 +14,8 @@ import numpy as np
 from co2cli.errors import Co2Error
 from co2cli.video import FPS, SNIPPET
 
-FEATURE_DIM = 2048
-STREAM_DIM = 1024
+STREAM_DIM = 1024  # one I3D stream (Mixed_5c channels)
+FEATURE_DIM = 2 * STREAM_DIM  # RGB | flow
 
 
 @dataclass

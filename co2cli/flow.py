@@ -154,20 +154,22 @@ def iter_flow(gray_chunks: Iterable[np.ndarray], workers: int = 1) -> Iterator[n
     """
     shapes: deque[tuple[int, ...]] = deque()  # (n, H, W) of chunks whose flow is not yet yielded
     ready = np.empty((0, 0, 0, 2), np.float32)  # fields computed but not yet yielded, in order
+
+    def complete_chunks() -> Iterator[np.ndarray]:
+        nonlocal ready
+        while shapes and shapes[0][0] <= len(ready):
+            n, height, width = shapes.popleft()
+            out, ready = ready[:n], ready[n:]
+            yield out if n else np.empty((0, height, width, 2), np.float32)
+
     stream = FlowStream(workers)
     try:
         for chunk in gray_chunks:
             shapes.append(chunk.shape)
             ready = _append(ready, stream.push(chunk))
-            while shapes and shapes[0][0] <= len(ready):
-                n, height, width = shapes.popleft()
-                out, ready = ready[:n], ready[n:]
-                yield out if n else np.empty((0, height, width, 2), np.float32)
-        ready = _append(ready, stream.finish())
-        while shapes:
-            n, height, width = shapes.popleft()
-            out, ready = ready[:n], ready[n:]
-            yield out if n else np.empty((0, height, width, 2), np.float32)
+            yield from complete_chunks()
+        ready = _append(ready, stream.finish())  # now every chunk is complete
+        yield from complete_chunks()
     finally:
         stream.close()
 

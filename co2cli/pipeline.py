@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from co2cli import classes as class_lists
-from co2cli.co2net import CO2Net, load_co2net, run_co2net
+from co2cli.co2net import CO2Net, activitynet_pool_kernel, beside_checkpoint, load_co2net, run_co2net
 from co2cli.errors import Co2Error
 from co2cli.features import (RECIPE_VERSION, STREAM_DIM, VIDEO_SUFFIXES, FeatureExtractor, FeatureFile,
                              is_complete, load_features, pick_device, save)
@@ -99,6 +99,7 @@ class Localizer:
             if same:
                 return cached
         save(folder, video.stem, extractor.extract(video))
+        # Read back what was saved so a fresh and a cached run see the same recipe (JSON round trip) and values.
         return load_features(folder / f"{video.stem}.npy", dim=None)
 
     def features_for(self, path: Path) -> FeatureFile:
@@ -225,10 +226,10 @@ def _activitynet_names(checkpoint: str | None, path: Path) -> list[str]:
     return class_lists.classes_beside(path)
 
 
-def _activitynet_kernel(path: Path, default_kernel) -> int:
+def _activitynet_kernel(path: Path) -> int:
     """The pooling kernel a checkpoint was trained with: `co2 train` records it in `<stem>.train.json` beside
     it; otherwise the original run's (max_seqlen 60, t 5) -> 13."""
-    recipe = path.with_name(path.name.split(".")[0] + ".train.json")
+    recipe = beside_checkpoint(path, ".train.json")
     if recipe.is_file():
         try:
             kernel = json.loads(recipe.read_text()).get("temporal_pool_kernel")
@@ -236,7 +237,7 @@ def _activitynet_kernel(path: Path, default_kernel) -> int:
             raise Co2Error(f"{recipe} is not a co2 train summary (JSON); remove it or fix it") from None
         if isinstance(kernel, int) and kernel >= 1 and kernel % 2 == 1:
             return kernel
-    return default_kernel(*ACTIVITYNET_POOL)
+    return activitynet_pool_kernel(*ACTIVITYNET_POOL)
 
 
 def co2_installed() -> bool:
@@ -267,11 +268,9 @@ def load_model(classes: str | None = None, checkpoint: str | None = None, device
                            "use --classes activitynet for an ActivityNet checkpoint")
         return Co2Localizer(model, names, f"CO2-Net THUMOS14 ({path.name})", dev, batch_size, cache)
     if classes == "activitynet":
-        from co2cli.co2net import activitynet_pool_kernel
-
         path = resolve_checkpoint(checkpoint, "co2-activitynet")
         names = _activitynet_names(checkpoint, path)
-        model = load_co2net(path, dev, temporal_pool_kernel=_activitynet_kernel(path, activitynet_pool_kernel))
+        model = load_co2net(path, dev, temporal_pool_kernel=_activitynet_kernel(path))
         if model.n_class != len(names):
             raise Co2Error(f"{path} has {model.n_class} classes but its class list has {len(names)} names")
         return Co2Localizer(model, names, f"CO2-Net ActivityNet1.2 ({path.name})", dev, batch_size, cache)

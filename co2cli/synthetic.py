@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from co2cli import classes as class_lists
+from co2cli.features import FEATURE_DIM
 from co2cli.video import SNIPPET_SECONDS
 
-FEATURE_DIM = 2048
 ACTIVE_CHANNELS = 48  # non-zero channels of each prototype (per modality)
 PAIR_SHARED = 0.75  # fraction of RGB channels a class shares with its pair partner
 MOTION = 0.5  # amplitude of the flow component all actions share

@@ -42,7 +42,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from co2cli.co2net import FEATURE_DIM, CO2Net, LossWeights, activitynet_pool_kernel, co2_loss, run_co2net
+from co2cli.co2net import (FEATURE_DIM, CO2Net, LossWeights, activitynet_pool_kernel, beside_checkpoint, co2_loss,
+                            run_co2net)
 from co2cli.datasets import FeatureDataset, PairSampler, class_members, load_dataset
 from co2cli.errors import Co2Error
 from co2cli.evaluate import (ACTIVITYNET_TIOU, THUMOS_TIOU, Annotations, DetectionResult, Prediction,
@@ -205,27 +206,23 @@ def resolve(config: TrainConfig) -> Settings:
 # Files beside the checkpoint
 
 
-def _beside(output: Path, suffix: str) -> Path:
-    return output.with_name(output.name.split(".")[0] + suffix)
-
-
 def state_path(output: Path) -> Path:
-    """`<stem>.train_state.pt` beside the checkpoint (stem as `classes.classes_beside` computes it)."""
-    return _beside(output, ".train_state.pt")
+    """`<stem>.train_state.pt` beside the checkpoint."""
+    return beside_checkpoint(output, ".train_state.pt")
 
 
 def classes_path(output: Path) -> Path:
-    return _beside(output, ".classes.txt")
+    return beside_checkpoint(output, ".classes.txt")
 
 
 def summary_path(output: Path) -> Path:
-    return _beside(output, ".train.json")
+    return beside_checkpoint(output, ".train.json")
 
 
 def save_torch_atomic(obj: object, target: Path) -> None:
     """torch.save to a temporary file beside `target`, fsync, then os.replace: a kill never leaves half a file."""
     with atomic_path(target) as tmp:
-        with tmp.open("wb") as fh:
+        with tmp.open("wb") as fh:  # streamed: model + Adam state are never held twice in memory
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -248,7 +245,6 @@ class TrainData:
     eval_rows: list[int]  # videos run at each evaluation
     eval_annotations: Annotations  # with held-out rows renamed to HELDOUT_SUBSET when selecting on them
     eval_subset: str
-    heldout_rows: list[int] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         """Identifies the training videos and their lengths (a resumed run must see the same data)."""
@@ -301,23 +297,21 @@ def prepare_data(s: Settings) -> TrainData:
     # before filtering lengths); THUMOS: from all training videos.
     pair_rows = [r for r in all_train if not p.ant or (len(dataset.features[r]) and dataset.features[r].any())]
     ann = dataset.annotations
-    heldout: list[int] = []
     if s.select_on_test:
         eval_rows = [r for r in dataset.indices(p.eval_subset) if r in long_enough]
         eval_ann, eval_subset = ann, p.eval_subset
         if not eval_rows:
             raise Co2Error(f"the annotations have no '{p.eval_subset}' videos to select the checkpoint on")
     else:
-        heldout = heldout_split(dataset, train_rows, s.heldout_fraction, s.seed)
-        held = set(heldout)
+        held = set(heldout_split(dataset, train_rows, s.heldout_fraction, s.seed))
         train_rows = [r for r in train_rows if r not in held]
         pair_rows = [r for r in pair_rows if r not in held]
-        eval_rows = heldout
+        eval_rows = sorted(held)
         eval_subset = HELDOUT_SUBSET
         eval_ann = dataclasses.replace(ann, subsets=[HELDOUT_SUBSET if i in held else sub
                                                      for i, sub in enumerate(ann.subsets)])
     return TrainData(dataset, train_rows, class_members(dataset.labels, pair_rows), eval_rows, eval_ann,
-                     eval_subset, heldout)
+                     eval_subset)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -560,10 +554,7 @@ def train(config: TrainConfig, on_iteration: OnIteration | None = None) -> Train
                     saved = True
                 if s.save_every and prog.iteration % s.save_every == 0 and not saved:
                     save_state(path, s, data, model, optimizer, sampler, prog)
-                latest = f" | mAP@{p.headline(prog.history[-1].map)[0]} {100 * p.headline(prog.history[-1].map)[1]:.1f}%" \
-                    if prog.history else ""
-                shown = prog.loss_sum / prog.loss_count if prog.loss_count else prog.history[-1].loss
-                bar.update(task, completed=prog.iteration, status=f"loss {shown:.4f}{latest}")
+                bar.update(task, completed=prog.iteration, status=_status(prog, p))
                 if on_iteration is not None:
                     on_iteration(prog.iteration, loss)
     if not s.output.is_file():  # only possible when a finished run's checkpoint was deleted afterwards
@@ -571,6 +562,16 @@ def train(config: TrainConfig, on_iteration: OnIteration | None = None) -> Train
     return TrainResult(s.output, classes_path(s.output), path, prog.iteration, prog.best_iteration, prog.best_score,
                        list(prog.best_map), p.thresholds, selected_on, list(prog.history), resumed_from,
                        time.perf_counter() - started, p.headline(prog.best_map) if prog.best_map else ("", math.nan))
+
+
+def _status(prog: _Progress, p: Protocol) -> str:
+    """The progress bar's text: mean loss since the last evaluation and that evaluation's headline mAP."""
+    if not prog.history:
+        return f"loss {prog.loss_sum / max(prog.loss_count, 1):.4f}"
+    last = prog.history[-1]
+    loss = prog.loss_sum / prog.loss_count if prog.loss_count else last.loss
+    name, value = p.headline(last.map)
+    return f"loss {loss:.4f} | mAP@{name} {100 * value:.1f}%"
 
 
 def _evaluate_and_keep(s: Settings, data: TrainData, model: CO2Net, eval_videos: Sequence[tuple[str, np.ndarray]],

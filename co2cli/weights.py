@@ -33,6 +33,7 @@ import torch
 from co2cli import i3d
 from co2cli.errors import Co2Error
 from co2cli.safe_pickle import Refused, loads_numpy_only
+from co2cli.writers import write_bytes_atomic
 
 MANIFEST_FILE = "weights_manifest.json"
 INSTALLED_FILE = "installed.json"
@@ -110,27 +111,6 @@ def state_dict_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
         digest.update(f"{key}\0{t.dtype}\0{list(t.shape)}\0".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def write_bytes_atomic(target: Path, data: bytes) -> None:
-    """Write `data` to a temp file beside `target`, fsync, then os.replace: readers see old or new, never half."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 @contextlib.contextmanager

@@ -40,9 +40,17 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def write_text_atomic(target: str | Path, text: str) -> None:
+def write_bytes_atomic(target: str | Path, data: bytes) -> None:
+    """`data` to `target` via `atomic_path`, fsynced before the rename: readers see the old or the new file."""
     with atomic_path(target) as tmp:
-        tmp.write_text(text)
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_text_atomic(target: str | Path, text: str) -> None:
+    write_bytes_atomic(target, text.encode())
 
 
 def format_timestamp(seconds: float) -> str:
