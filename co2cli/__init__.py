@@ -1,10 +1,12 @@
 """co2cli: find when actions happen in untrimmed videos with CO2-Net.
 
-Pipeline, one module per stage: video -> flow -> i3d -> features -> co2net -> localize -> writers.
+Pipeline, one module per stage: video -> flow -> i3d -> extract -> features -> co2net -> localize -> writers
+(docs/architecture.md). `import co2cli` is light: torch is imported only when a model is loaded.
 
     import co2cli
     model = co2cli.load_model(classes="kinetics")   # or "thumos" / "activitynet" with CO2-Net weights
     segments = model.localize("video.mp4")           # list[Segment], seconds on the video's timeline
+    analysis = model.analyze("video.mp4")            # segments plus the curves behind them
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from co2cli.errors import Co2Error
 
 if TYPE_CHECKING:
     from co2cli.localize import Segment
-    from co2cli.pipeline import Localizer
+    from co2cli.pipeline import Analysis, Localizer
 
-__all__ = ["Co2Error", "Localizer", "Segment", "__version__", "load_model"]
+__all__ = ["Analysis", "Co2Error", "Localizer", "Segment", "__version__", "load_model"]
 
 
 def load_model(classes: str | None = None, checkpoint: str | None = None, device: str = "auto",
@@ -35,8 +37,8 @@ def __getattr__(name: str) -> Any:  # lazy: `import co2cli` stays light (no torc
         from co2cli.localize import Segment
 
         return Segment
-    if name == "Localizer":
-        from co2cli.pipeline import Localizer
+    if name in ("Localizer", "Analysis"):
+        from co2cli import pipeline
 
-        return Localizer
+        return getattr(pipeline, name)
     raise AttributeError(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from co2cli.checkpoints import beside_checkpoint
 from co2cli.errors import Co2Error
 
 
@@ -19,8 +20,6 @@ def thumos14() -> list[str]:
 
 def classes_beside(checkpoint: Path) -> list[str]:
     """ActivityNet class names stored as `<checkpoint stem>.classes.txt` beside a checkpoint."""
-    from co2cli.co2net import beside_checkpoint  # torch-heavy; only needed here
-
     path = beside_checkpoint(checkpoint, ".classes.txt")
     if not path.is_file():
         raise Co2Error(f"class names for {checkpoint.name} not found: expected {path} (one name per line, "

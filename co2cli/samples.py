@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from co2cli.errors import Co2Error
-from co2cli.writers import write_bytes_atomic
+from co2cli.fsio import write_bytes_atomic
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import numpy as np
 
 from co2cli import classes as class_lists
 from co2cli.features import FEATURE_DIM
-from co2cli.video import SNIPPET_SECONDS
+from co2cli.timebase import SNIPPET_SECONDS
 
 ACTIVE_CHANNELS = 48  # non-zero channels of each prototype (per modality)
 PAIR_SHARED = 0.75  # fraction of RGB channels a class shares with its pair partner
@@ -183,14 +183,14 @@ def _video(rng: np.random.Generator, spec: SyntheticSpec, protos: _Prototypes, n
             weight[start:end, c] = 1
             weight[start, c] = weight[end - 1, c] = 0.5
             jitter = rng.uniform(-0.2, 0.2, 2)
-            segments.append((max(0.0, (start + jitter[0]) * SNIPPET_SECONDS),
-                             max(0.0, (end + jitter[1]) * SNIPPET_SECONDS)))
+            segments.append((max(0.0, (start + jitter[0]) * float(SNIPPET_SECONDS)),
+                             max(0.0, (end + jitter[1]) * float(SNIPPET_SECONDS))))
             seg_labels.append(names[c])
     ambiguous: list[tuple[float, float]] = []
     if is_test and spec.layout == "thumos14":
         for start, end in _place(rng, length, int(rng.poisson(spec.ambiguous_per_video)), 20, taken):
             weight[start:end, rng.choice(classes)] = 0.4  # weak, unannotated: neither right nor wrong
-            ambiguous.append((round(start * SNIPPET_SECONDS, 1), round(end * SNIPPET_SECONDS, 1)))
+            ambiguous.append((round(start * float(SNIPPET_SECONDS), 1), round(end * float(SNIPPET_SECONDS), 1)))
     order = np.argsort([s for s, _ in segments], kind="stable")
     segments = [segments[i] for i in order]
     seg_labels = [seg_labels[i] for i in order]
@@ -251,7 +251,7 @@ def write_wtalc(folder: str | Path, name: str, class_list: list[str], videos: li
     np.save(ann / "segments.npy", _object_array([[list(s) for s in v.segments] for v in videos]), allow_pickle=True)
     np.save(ann / "labels.npy", _object_array([list(v.labels) for v in videos]), allow_pickle=True)
     np.save(ann / "labels_all.npy", _object_array([sorted(set(v.labels)) for v in videos]), allow_pickle=True)
-    np.save(ann / "duration.npy", np.array([[len(v.features) * SNIPPET_SECONDS] for v in videos]))
+    np.save(ann / "duration.npy", np.array([[len(v.features) * float(SNIPPET_SECONDS)] for v in videos]))
     if ambiguous_file:
         (ann / "Ambiguous_test.txt").write_text("".join(f"{v.name}  {s} {e}\n" for v in videos for s, e in v.ambiguous))
     return SyntheticPaths(features, ann)

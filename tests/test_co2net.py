@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from co2cli.co2net import (CO2Net, activitynet_pool_kernel, classification_scores, co2_loss, load_co2net,
-                           read_state_dict, run_co2net, video_scores)
+from co2cli.checkpoints import load_co2net, read_state_dict
+from co2cli.co2net import (CO2Net, activitynet_pool_kernel, classification_scores, co2_loss, run_co2net,
+                           video_scores)
 from co2cli.errors import Co2Error
 from tests.shared_paths import CO2_FIXTURES, need
 

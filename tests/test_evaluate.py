@@ -9,7 +9,8 @@ import pytest
 
 from co2cli.errors import Co2Error
 from co2cli.evaluate import (THUMOS_TIOU, classification_map, detection_map, ground_truth, load_annotations,
-                             read_predictions, to_snippet)
+                             read_predictions)
+from co2cli.timebase import quantize_to_snippet as to_snippet
 from tests.shared_paths import CO2_FIXTURES, THUMOS_ANNOTATIONS, need
 
 

@@ -8,8 +8,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from co2cli.evaluate import Prediction, filter_ambiguous, load_annotations
-from co2cli.localize import Proposal, multiple_threshold_proposals, soft_nms, to_segments
+from co2cli.evaluate import filter_ambiguous, load_annotations
+from co2cli.localize import Detection, multiple_threshold_proposals, soft_nms, to_segments
 from tests.shared_paths import CO2_FIXTURES, THUMOS_ANNOTATIONS, need
 
 CASES = ["random320", "structured200", "structured200_noambig", "tiny5", "single1"]
@@ -20,7 +20,7 @@ def read_rows(case: str) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def assert_same(got: list[Prediction], rows: list[dict]) -> None:
+def assert_same(got: list[Detection], rows: list[dict]) -> None:
     assert len(got) == len(rows)
     for p, row in zip(got, rows):
         assert (p.video, p.start, p.end, p.label) == (row["video-id"], float(row["t-start"]), float(row["t-end"]),
@@ -28,8 +28,8 @@ def assert_same(got: list[Prediction], rows: list[dict]) -> None:
         assert p.score == pytest.approx(float(row["score"]), abs=1e-6, rel=1e-5)
 
 
-def as_predictions(video: str, proposals: list[Proposal]) -> list[Prediction]:
-    return [Prediction(video, p.start_snippet, p.end_snippet, p.label, p.score) for p in proposals]
+def as_predictions(video: str, proposals: list[Detection]) -> list[Detection]:
+    return [p.of_video(video) for p in proposals]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -56,20 +56,20 @@ def test_snippet_zero_quirk() -> None:
     assert multiple_threshold_proposals(cas, attn) == []
     attn = np.array([0.05, 0.95, 0.05], np.float32).reshape(1, 3, 1)
     got = multiple_threshold_proposals(cas, attn)
-    assert {(p.start_snippet, p.end_snippet, p.label) for p in got} == {(1.0, 2.0, 4)}
+    assert {(p.start, p.end, p.label) for p in got} == {(1.0, 2.0, 4)}
     assert len(got) == 10  # all ten thresholds 0.1 .. 0.9 pass (0.9 < 0.95): pooled, then soft-NMSed
 
 
 def test_soft_nms_keeps_everything_and_decays_overlaps() -> None:
-    props = [Proposal(0, 0.9, 0, 10), Proposal(0, 0.8, 0, 10), Proposal(0, 0.5, 20, 30)]
+    props = [Detection(0, 0.9, 0, 10), Detection(0, 0.8, 0, 10), Detection(0, 0.5, 20, 30)]
     out = soft_nms(props)
-    assert [(p.start_snippet, p.end_snippet) for p in out] == [(0, 10), (20, 30), (0, 10)]
+    assert [(p.start, p.end) for p in out] == [(0, 10), (20, 30), (0, 10)]
     assert out[0].score == 0.9 and out[1].score == 0.5
     assert out[2].score == pytest.approx(0.8 * np.exp(-1 / 0.3))
 
 
 def test_seconds_at_the_boundary() -> None:
-    segs = to_segments("v", [Proposal(3, 1.0, 2981.0, 2983.0)], [f"c{i}" for i in range(20)])
+    segs = to_segments("v", [Detection(3, 1.0, 2981.0, 2983.0)], [f"c{i}" for i in range(20)])
     assert (segs[0].start_s, segs[0].end_s, segs[0].label_name) == (1907.84, 1909.12, "c3")
-    other_rate = to_segments("v", [Proposal(0, 1.0, 3.0, 4.0)], ["a"], Fraction(8, 30))
+    other_rate = to_segments("v", [Detection(0, 1.0, 3.0, 4.0)], ["a"], Fraction(8, 30))
     assert other_rate[0].start_s == pytest.approx(0.8) and other_rate[0].end_s == pytest.approx(32 / 30)

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from co2cli.co2net import CO2Net, activitynet_pool_kernel, load_co2net, read_state_dict
+from co2cli.checkpoints import load_co2net, read_state_dict
+from co2cli.co2net import CO2Net, activitynet_pool_kernel
 from co2cli.datasets import PairSampler, class_members, load_dataset, random_perturb
 from co2cli.errors import Co2Error
-from co2cli.evaluate import ACTIVITYNET_TIOU, THUMOS_TIOU, load_annotations, to_snippet
+from co2cli.evaluate import ACTIVITYNET_TIOU, THUMOS_TIOU, load_annotations
+from co2cli.timebase import quantize_to_snippet as to_snippet
 from co2cli.synthetic import SyntheticSpec, write_shuffled_labels, write_synthetic, write_wtalc, generate
 from co2cli.train import (HELDOUT_SUBSET, TrainConfig, evaluate_model, heldout_split, prepare_data, resolve,
                           state_path, train)

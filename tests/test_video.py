@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from co2cli import video
+from co2cli.timebase import n_snippets
 from co2cli.errors import Co2Error
 from tests.shared_paths import I3D_FIXTURES, SAMPLE_VIDEOS, need
 
@@ -90,7 +91,7 @@ def test_sample_clips_frame_counts(name: str, fps: Fraction, decoded: int, durat
     assert np.all(frames.grid_times_s - frames.source_times_s < float(1 / fps))
     # Default: the trailing N mod 16 frames are dropped so RGB and flow have 16 T frames.
     kept = video.read_video(path)
-    assert len(kept) == 16 * video.n_snippets(n) == 16 * (n // 16)
+    assert len(kept) == 16 * n_snippets(n) == 16 * (n // 16)
     np.testing.assert_array_equal(kept.rgb, frames.rgb[:len(kept)])
 
 
@@ -196,7 +197,7 @@ def test_rotation_metadata_is_applied(tmp_path: Path, rotation: int | None, brig
 
 
 def test_4k_clip_is_refused_by_default_and_resized_when_allowed(tmp_path: Path, monkeypatch) -> None:
-    """3840x2160 is refused with one line by default; with CO2CLI_MAX_SIDE=4096 it decodes:
+    """3840x2160 is refused with one line by default; with max_side_px=4096 (--max-side) it decodes:
     two frames at 1 fps -> 2 s -> 50 frames at 25 fps, each source frame converted once."""
     y, x = np.mgrid[0:2160, 0:3840]
     images = [np.stack([x % 256, y % 256, (x // 16 + 40 * k) % 256], axis=2).astype(np.uint8) for k in range(2)]
@@ -206,8 +207,7 @@ def test_4k_clip_is_refused_by_default_and_resized_when_allowed(tmp_path: Path, 
     with pytest.raises(Co2Error, match="3840x2160 is above the 2560 px limit") as caught:
         video.VideoReader(path)
     assert "\n" not in str(caught.value)
-    monkeypatch.setenv("CO2CLI_MAX_SIDE", "4096")
-    reader = video.VideoReader(path)
+    reader = video.VideoReader(path, max_side_px=4096)
     frames = video.concat(reader.chunks(drop_remainder=False))
     assert reader.frames_decoded == 2 and len(frames) == 50
     np.testing.assert_array_equal(frames.source_indices, [0] * 25 + [1] * 25)
@@ -263,9 +263,8 @@ def test_bad_files_give_one_line_errors(tmp_path: Path) -> None:
 def test_huge_resolution_is_refused(tmp_path: Path, monkeypatch) -> None:
     path = write_clip(tmp_path / "wide.mkv", [np.zeros((16, 16400, 3), np.uint8)] * 2, codec="ffv1")
     assert video.probe(path).width == 16400
-    monkeypatch.setenv("CO2CLI_MAX_SIDE", "100000")  # capped at 16384: never accepted
-    with pytest.raises(Co2Error, match="16400x16 is above the 16384 px limit"):
-        video.read_video(path)
+    with pytest.raises(Co2Error, match="16400x16 is above the 16384 px limit"):  # capped at 16384
+        video.concat(video.iter_chunks(path, max_side_px=100000))
     strip = write_clip(tmp_path / "strip.mkv", [np.zeros((16, 1024, 3), np.uint8)] * 2, codec="ffv1")
     with pytest.raises(Co2Error, match=r"1024x16 is too elongated \(limit 8:1\)"):
         video.read_video(strip)

@@ -1,0 +1,138 @@
+"""Two-stream I3D features of whole videos: video.py frames -> flow.py fields -> i3d.py per stream -> (T, D).
+
+Streamed in chunks of whole snippets, so memory stays bounded whatever the video's length. Weights come from the
+installed store (`co2 weights ...`); a missing one is a Co2Error naming the command that installs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from co2cli.errors import Co2Error
+from co2cli.features import STREAM_DIM
+from co2cli.timebase import FPS, SNIPPET_FRAMES
+
+if TYPE_CHECKING:
+    import torch
+
+    from co2cli.i3d import InceptionI3d
+
+STREAMS = ("rgb", "flow")
+WEIGHT_NAMES = {"rgb": "i3d-rgb", "flow": "i3d-flow"}
+IN_CHANNELS = {"rgb": 3, "flow": 2}
+RECIPE_VERSION = 1
+"""Bump when a change makes older cached features incomparable."""
+
+Progress = Callable[[int, "int | None"], None]
+"""progress(frames_done, frames_total_estimate), called after each chunk."""
+
+
+def parse_streams(text: str | Sequence[str]) -> tuple[str, ...]:
+    """'rgb,flow' -> ('rgb', 'flow'), always in RGB-then-flow order (the 2048-d layout)."""
+    items = [s.strip().lower() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
+    unknown = [s for s in items if s not in STREAMS]
+    if unknown or not items:
+        raise Co2Error(f"unknown stream(s) {', '.join(unknown) or '(none)'}: use rgb, flow or rgb,flow")
+    return tuple(s for s in STREAMS if s in items)
+
+
+@dataclass
+class Extracted:
+    """One video's features: (T, 1024 * len(streams)) float32 = RGB | flow, with its recipe."""
+
+    features: np.ndarray
+    recipe: dict
+
+
+def snippet_features(model: InceptionI3d, frames: np.ndarray, batch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """I3D features (T, 1024) and Kinetics logits (T, 400) of T = n // 16 whole snippets.
+
+    frames: (n, H, W, C) float32 in [-1, 1] (RGB from `video.rgb_to_float`, or flow fields), n a multiple of 16.
+    """
+    from co2cli import i3d
+
+    n = len(frames) // SNIPPET_FRAMES
+    snippets = frames[: n * SNIPPET_FRAMES].reshape(n, SNIPPET_FRAMES, *frames.shape[1:])
+    return i3d.run_snippets(model, snippets, batch_size)
+
+
+class FeatureExtractor:
+    """Features of whole videos with the installed I3D weights (or given state dicts) for `streams`."""
+
+    def __init__(self, streams: Sequence[str] = STREAMS, device: str | torch.device = "auto", batch_size: int = 4,
+                 chunk_snippets: int = 8, flow_workers: int = 1, max_side_px: int | None = None,
+                 state_dicts: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> None:
+        from co2cli import checkpoints, weights
+        from co2cli.devices import pick_device
+
+        self.streams = parse_streams(streams)
+        self.device = pick_device(str(device))
+        self.batch_size = max(1, int(batch_size))
+        self.chunk_frames = SNIPPET_FRAMES * max(1, int(chunk_snippets))
+        self.flow_workers = max(1, int(flow_workers))
+        self.max_side_px = max_side_px
+        self.models: dict[str, InceptionI3d] = {}
+        self.weights_sha256: dict[str, str | None] = {}
+        for stream in self.streams:
+            name = WEIGHT_NAMES[stream]
+            path = weights.resolve(name)
+            source = (state_dicts or {}).get(stream) or path
+            self.models[stream] = checkpoints.load_i3d(source, IN_CHANNELS[stream], self.device, label=str(path))
+            self.weights_sha256[name] = weights.installed()[name].get("sha256")
+
+    def recipe(self) -> dict:
+        """What every feature file made by this extractor shares (the per-video facts are added later)."""
+        from co2cli import __version__, flow, video
+
+        return {
+            "co2cli_version": __version__, "recipe_version": RECIPE_VERSION,
+            "streams": list(self.streams), "feature_dim": STREAM_DIM * len(self.streams),
+            "layout": " | ".join(f"{s} {i * STREAM_DIM}..{(i + 1) * STREAM_DIM - 1}"
+                                 for i, s in enumerate(self.streams)),
+            "fps": FPS, "snippet_frames": SNIPPET_FRAMES, "stride_frames": SNIPPET_FRAMES,
+            "feature": "I3D Mixed_5c averaged over time, height and width (1024 per stream)",
+            "resize": video.RECIPE["resize"], "crop": video.RECIPE["crop"], "video": video.RECIPE,
+            "flow": flow.RECIPE if "flow" in self.streams else None,
+            "weights_sha256": self.weights_sha256,
+        }
+
+    def extract(self, path: str | Path, progress: Progress | None = None) -> Extracted:
+        """Features of one video; `progress(frames_done, frames_total_estimate)` is called after each chunk."""
+        from co2cli import flow, video
+
+        reader = video.VideoReader(path, max_side_px=self.max_side_px)
+        estimate = reader.info.frames_25fps_estimate
+        chunks = reader.chunks(self.chunk_frames)
+        pairs = (flow.iter_with_flow(chunks, workers=self.flow_workers) if "flow" in self.streams
+                 else ((chunk, None) for chunk in chunks))
+        parts: dict[str, list[np.ndarray]] = {s: [] for s in self.streams}
+        first_time: float | None = None
+        done = 0
+        for frames, fields in pairs:
+            if first_time is None and len(frames):
+                first_time = float(frames.grid_times_s[0])
+            if "rgb" in self.streams:
+                parts["rgb"].append(snippet_features(self.models["rgb"], video.rgb_to_float(frames.rgb),
+                                                     self.batch_size)[0])
+            if "flow" in self.streams:
+                parts["flow"].append(snippet_features(self.models["flow"], fields, self.batch_size)[0])
+            done += len(frames)
+            if progress:
+                progress(done, estimate)
+        features = np.concatenate([np.concatenate(parts[s]) for s in self.streams], axis=1).astype(np.float32)
+        info = reader.info
+        recipe = self.recipe() | {
+            "source": Path(path).name,
+            "source_fps": info.source_fps, "source_frames_decoded": reader.frames_decoded,
+            "duration_s": info.duration_s, "rotation_deg": reader.rotation_applied_deg,
+            "frame_count": reader.frames_total, "frames_used": reader.frames_yielded,
+            "remainder_frames_dropped": reader.frames_total - reader.frames_yielded,
+            "snippets": int(features.shape[0]),
+            "start_s": first_time or 0.0,
+        }
+        return Extracted(features, recipe)
