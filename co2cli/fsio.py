@@ -61,8 +61,10 @@ def write_text_atomic(target: str | Path, text: str) -> None:
     write_bytes_atomic(target, text.encode())
 
 
-def remove_partials(folder: Path) -> None:
-    """Remove temporary files a killed run left in `folder` (they never carry a final name)."""
+def remove_partials(folder: Path, target_name: str | None = None) -> None:
+    """Remove temporary files a killed run left in `folder` (they never carry a final name): all of them, or only
+    those of the file called `target_name` (use that while other jobs may be writing beside you)."""
     if folder.is_dir():
-        for stale in folder.glob(PARTIAL_GLOB):
+        pattern = f".{target_name}.*.part*" if target_name else PARTIAL_GLOB
+        for stale in folder.glob(pattern):
             stale.unlink(missing_ok=True)
