@@ -255,21 +255,19 @@ def output_format(fmt: OutputFormat | None, output: Path | None) -> str:
 
 
 def check_writable(target: Path, kind: str = "file") -> None:
-    """Fail before any heavy work when `target` cannot be written (wrong kind, read-only folder, ...)."""
-    if kind == "file":
-        if target.is_dir():
-            raise Co2Error(f"{target}: is a folder; give a file name to write the results to")
-        folder = target.parent
-    else:
-        if target.exists() and not target.is_dir():
-            raise Co2Error(f"{target}: exists and is not a folder; give a folder to write into")
-        folder = target
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-    if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+    """Fail before any heavy work when `target` cannot be written (wrong kind, read-only folder, a file in the
+    way of a folder); missing folders are fine (they are created), their nearest existing parent must be writable."""
+    if kind == "file" and target.is_dir():
+        raise Co2Error(f"{target}: is a folder; give a file name to write the results to")
+    if kind == "dir" and target.exists() and not target.is_dir():
+        raise Co2Error(f"{target}: exists and is not a folder; give a folder to write into")
+    folder = target.parent if kind == "file" else target
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise Co2Error(f"{folder}: is a file, not a folder; choose another output location")
+    if not os.access(folder, os.W_OK | os.X_OK):
         raise Co2Error(f"{folder}: permission denied (cannot write there); choose another output location")
-    if not folder.exists():
-        raise Co2Error(f"{folder}: folder does not exist; create it first")
 
 
 def weights_needed(classes: str, checkpoint: str | None, has_videos: bool) -> list[str]:
