@@ -1,4 +1,5 @@
-"""The resumable batch runner behind `co2 extract-features`: one output pair per input, finished ones skipped.
+"""The resumable batch runner behind `co2 extract-features` and `co2 extract-flow`: one output per input,
+finished ones skipped.
 
 Each input is isolated (a bad file fails alone), each output is written under a temporary name then renamed, and a
 rerun after a kill resumes with the unfinished inputs. The caller chooses the output names (unique in the batch).
@@ -13,10 +14,43 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Protocol
+
 from co2cli.errors import Co2Error
 from co2cli.extract import FeatureExtractor, Progress
 from co2cli.features import is_complete, output_paths, save
 from co2cli.fsio import remove_partials
+
+
+class Job(Protocol):
+    """What a batch does per input: whether its output is already there, which files it writes, and the work."""
+
+    def is_done(self, out_dir: Path, name: str) -> bool: ...
+
+    def outputs(self, out_dir: Path, name: str) -> Sequence[Path]: ...
+
+    def run(self, path: Path, out_dir: Path, name: str, progress: Progress | None) -> tuple[int, int, float]:
+        """Do the work and write the outputs atomically; returns (rows or fields, 25 fps frames, duration s)."""
+        ...
+
+
+class FeatureJob:
+    """`co2 extract-features`: `<name>.npy` (T, D) + `<name>.json` recipe per video."""
+
+    def __init__(self, extractor: FeatureExtractor) -> None:
+        self.extractor = extractor
+
+    def is_done(self, out_dir: Path, name: str) -> bool:
+        return is_complete(out_dir, name, self.extractor.identity())
+
+    def outputs(self, out_dir: Path, name: str) -> Sequence[Path]:
+        return output_paths(out_dir, name)
+
+    def run(self, path: Path, out_dir: Path, name: str, progress: Progress | None) -> tuple[int, int, float]:
+        extracted = self.extractor.extract(path, progress)
+        save(out_dir, name, extracted.features, extracted.recipe)
+        return (int(extracted.features.shape[0]), int(extracted.recipe.get("frame_count") or 0),
+                float(extracted.recipe.get("duration_s") or 0.0))
 
 
 @dataclass
@@ -42,24 +76,34 @@ def claim(out_dir: Path, name: str, wait: bool = False) -> Iterator[bool]:
     (another shell, or another executor) is working on it (with `wait`, block until it is done instead).
 
     The claim is an exclusive `flock` on `<out_dir>/.<name>.claim`: the kernel drops it when the holder exits or
-    is killed, so a dead job never leaves an output stuck. The lock file itself stays (it is empty and hidden).
+    is killed, so a dead job never leaves an output stuck. The holder removes the file when done (a killed one
+    leaves an unlocked file that the next claim takes over); a lock taken on a file that was meanwhile removed
+    is retried on the new one.
     """
     import fcntl
 
     lock_path = out_dir / f".{name.replace('/', '__')}.claim"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             yield False
             return
         try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            current = os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # the previous holder removed this file after we opened it: claim the new one
+    try:
+        yield True
     finally:
+        lock_path.unlink(missing_ok=True)
+        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
 
@@ -75,19 +119,22 @@ class BatchEvents:
     on_end: Callable[[BatchItem], None] | None = None
 
 
-def run_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, extractor: FeatureExtractor,
+def run_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, job: Job | FeatureExtractor,
               overwrite: bool = False, events: BatchEvents = BatchEvents()) -> list[BatchItem]:
-    """Extract every (video, output name) into `out_dir`; finished outputs are skipped unless `overwrite`.
+    """Run `job` (or extract features with an extractor) for every (video, output name) into `out_dir`;
+    finished outputs are skipped unless `overwrite`.
 
     An output another job is working on is left to it and revisited at the end: once that job lets go, it is
     taken as done if complete, or extracted here if the other job died before finishing. So concurrent jobs on
     one folder never compute a video twice and every input ends with an output or an error.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(job, FeatureExtractor):
+        job = FeatureJob(job)
     items: list[BatchItem] = []
     busy: list[int] = []
     for path, name in inputs:
-        item = _process(path, name, out_dir, extractor, overwrite, events, wait=False)
+        item = _process(path, name, out_dir, job, overwrite, events, wait=False)
         if item.status == "busy":
             busy.append(len(items))
         elif events.on_end:
@@ -95,7 +142,7 @@ def run_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, extractor: Feat
         items.append(item)
     for index in busy:
         path, name = inputs[index]
-        item = _process(path, name, out_dir, extractor, False, events, wait=True)
+        item = _process(path, name, out_dir, job, False, events, wait=True)
         if item.status == "skipped":
             item.message = "extracted by another job"
         items[index] = item
@@ -104,34 +151,31 @@ def run_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, extractor: Feat
     return items
 
 
-def _process(path: Path, name: str, out_dir: Path, extractor: FeatureExtractor, overwrite: bool,
-             events: BatchEvents, wait: bool) -> BatchItem:
+def _process(path: Path, name: str, out_dir: Path, job: Job, overwrite: bool, events: BatchEvents,
+             wait: bool) -> BatchItem:
     started = time.perf_counter()
     with claim(out_dir, name, wait) as mine:
         if not mine:
             item = BatchItem(path, name, "busy", message=BUSY_MESSAGE)
-        elif not overwrite and is_complete(out_dir, name, extractor.streams):
+        elif not overwrite and job.is_done(out_dir, name):
             item = BatchItem(path, name, "skipped", message="already extracted")
         else:
-            for final in output_paths(out_dir, name):  # leftovers of a killed run on this output
+            for final in job.outputs(out_dir, name):  # leftovers of a killed run on this output
                 remove_partials(final.parent, final.name)
-            item = _extract_one(path, name, out_dir, extractor, events)
+            item = _run_one(path, name, out_dir, job, events)
     item.seconds = time.perf_counter() - started
     return item
 
 
-def _extract_one(path: Path, name: str, out_dir: Path, extractor: FeatureExtractor, events: BatchEvents) -> BatchItem:
-    """Extract and save one video (the caller holds its claim); a Co2Error fails this input only."""
+def _run_one(path: Path, name: str, out_dir: Path, job: Job, events: BatchEvents) -> BatchItem:
+    """Do one input's work (the caller holds its claim); a Co2Error fails this input only."""
     try:
         if events.on_start:
             events.on_start(path, name)
-        extracted = extractor.extract(path, events.on_progress)
-        save(out_dir, name, extracted.features, extracted.recipe)
+        rows, frames, duration_s = job.run(path, out_dir, name, events.on_progress)
     except Co2Error as exc:
         return BatchItem(path, name, "failed", message=str(exc))
-    return BatchItem(path, name, "done", int(extracted.features.shape[0]),
-                     frames=int(extracted.recipe.get("frame_count") or 0),
-                     duration_s=float(extracted.recipe.get("duration_s") or 0.0))
+    return BatchItem(path, name, "done", rows, frames=frames, duration_s=duration_s)
 
 
 def result_names(paths: Sequence[Path]) -> list[str]:

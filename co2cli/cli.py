@@ -128,7 +128,7 @@ def split_missing(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, s
         elif path.is_dir():
             bad.append((path, f"{path}: is a folder with no inputs"))
         else:
-            bad.append((path, f"{path}: no such file"))
+            bad.append((path, f"{path}: not found (no such file)"))
     return ok, bad
 
 
@@ -227,6 +227,23 @@ class OutputFormat(str, Enum):
     all = "all"
 
 
+class FlowBackend(str, Enum):
+    auto = "auto"
+    opencv = "opencv"
+    torch = "torch"
+
+
+class FlowRegion(str, Enum):
+    frame = "frame"
+    crop = "crop"
+
+
+FLOW_BACKEND_HELP = "TV-L1 implementation: auto (torch on CUDA, OpenCV on CPU), opencv, or torch."
+FLOW_REGION_HELP = ("frame: TV-L1 on the whole 256-short-side frame, then the centre crop (the Kinetics recipe); "
+                    "crop: TV-L1 on the 224 crop (co2cli 0.1).")
+FLOW_WORKERS_HELP = "Processes computing OpenCV TV-L1 (default: every CPU this process may use)."
+
+
 class View(str, Enum):
     raw = "raw"
     merged = "merged"
@@ -316,6 +333,9 @@ def localize(
                                   "(<CO2CLI_HOME>/features) for videos."),
     max_side: Optional[int] = typer.Option(None, "--max-side", metavar="PX", envvar="CO2CLI_MAX_SIDE", min=16,
                                            help="Refuse videos whose long side exceeds PX (default 2560)."),
+    flow_backend: FlowBackend = typer.Option(FlowBackend.auto, "--flow-backend", help=FLOW_BACKEND_HELP),
+    flow_region: FlowRegion = typer.Option(FlowRegion.frame, "--flow-region", help=FLOW_REGION_HELP),
+    flow_workers: Optional[int] = typer.Option(None, "--flow-workers", metavar="N", min=1, help=FLOW_WORKERS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, notes or summary on stderr."),
 ) -> None:
     """Find action segments (in seconds) in videos or feature files."""
@@ -350,7 +370,8 @@ def localize(
     from co2cli.pipeline import load_model
 
     localizer = load_model(chosen, checkpoint=checkpoint, device=device.value, use_cache=not no_cache,
-                           max_side_px=max_side)
+                           max_side_px=max_side, flow_backend=flow_backend.value, flow_region=flow_region.value,
+                           flow_workers=flow_workers)
     echo_err(f"model: {localizer.description}", quiet)
     started = time.perf_counter()
     analyses: list[Analysis] = []
@@ -564,8 +585,9 @@ def extract_features(
                                 help="rgb,flow (T, 2048) or rgb (T, 1024)."),
     device: Device = typer.Option(Device.auto, "--device", help="Where I3D runs."),
     batch_size: int = typer.Option(4, "--batch-size", metavar="N", min=1, help="Snippets per I3D forward pass."),
-    flow_workers: int = typer.Option(1, "--flow-workers", metavar="N", min=1,
-                                     help="Processes computing TV-L1 flow."),
+    flow_backend: FlowBackend = typer.Option(FlowBackend.auto, "--flow-backend", help=FLOW_BACKEND_HELP),
+    flow_region: FlowRegion = typer.Option(FlowRegion.frame, "--flow-region", help=FLOW_REGION_HELP),
+    flow_workers: Optional[int] = typer.Option(None, "--flow-workers", metavar="N", min=1, help=FLOW_WORKERS_HELP),
     max_side: Optional[int] = typer.Option(None, "--max-side", metavar="PX", envvar="CO2CLI_MAX_SIDE", min=16,
                                            help="Refuse videos whose long side exceeds PX (default 2560)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose outputs already exist."),
@@ -588,13 +610,18 @@ def extract_features(
         for _, message in failures:
             typer.echo(f"error: {message}", err=True)
         raise Co2Error("none of the inputs can be read")
-    weights.require([WEIGHT_NAMES[s] for s in chosen])
+    try:
+        weights.require([WEIGHT_NAMES[s] for s in chosen])
+    except Co2Error as exc:
+        hint = "; or use --streams rgb for RGB-only (T, 1024) features" if "i3d-flow" in str(exc) else ""
+        raise Co2Error(f"{exc}{hint}") from None
 
     from co2cli.batch import BatchEvents, run_batch
     from co2cli.extract import FeatureExtractor
     from co2cli.features import output_paths
 
-    extractor = FeatureExtractor(chosen, device.value, batch_size, flow_workers=flow_workers, max_side_px=max_side)
+    extractor = FeatureExtractor(chosen, device.value, batch_size, flow_workers=flow_workers, max_side_px=max_side,
+                                 flow_backend=flow_backend.value, flow_region=flow_region.value)
     started = time.perf_counter()
     with Reporter(len(named), "videos", quiet) as reporter:
         def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem
@@ -605,33 +632,92 @@ def extract_features(
 
         items = run_batch(named, output, extractor, overwrite,
                           BatchEvents(reporter.start, reporter.frames, on_end))
-    wall = time.perf_counter() - started
+    _finish_batch("extracted", items, failures, time.perf_counter() - started, quiet)
+
+
+def _print_batch_summary(items: Sequence, title: str) -> None:
+    from rich.table import Table
+
+    summary = Table(title=title)
+    for column in ("video", "status", "snippets" if "features" in title else "fields", "seconds", "note"):
+        summary.add_column(column)
+    for item in items:
+        summary.add_row(item.name, item.status, str(item.snippets or "-"), f"{item.seconds:.1f}",
+                        item.message if item.status != "failed" else "")
+    stderr_console().print(summary)
+
+
+@app.command("extract-flow", context_settings=HELP_OPTIONS,
+             epilog="Example: co2 extract-flow videos/ -o flow/ --format jpg --region frame")
+def extract_flow(
+    inputs: list[str] = typer.Argument(None, metavar="VIDEO|FOLDER|GLOB|-",
+                                       help="Video files, folders (searched recursively), globs, or - (stdin)."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="DIR", help="Folder for the flow files."),
+    from_file: Optional[str] = typer.Option(None, "--from-file", metavar="LIST",
+                                            help="Read input names from this file, one per line."),
+    backend: FlowBackend = typer.Option(FlowBackend.auto, "--backend", help=FLOW_BACKEND_HELP),
+    region: FlowRegion = typer.Option(FlowRegion.frame, "--region", help=FLOW_REGION_HELP),
+    fmt: str = typer.Option("npy", "--format", "-f", metavar="npy|jpg",
+                            help="npy: <name>.flow.npy float32 (N, 224, 224, 2) in [-1, 1] as I3D receives it; "
+                                 "jpg: <name>/flow_x_00001.jpg, flow_y_... (denseflow/mmaction layout, bound 20)."),
+    device: Device = typer.Option(Device.auto, "--device", help="Where the torch backend runs."),
+    workers: Optional[int] = typer.Option(None, "--workers", metavar="N", min=1, help=FLOW_WORKERS_HELP),
+    max_side: Optional[int] = typer.Option(None, "--max-side", metavar="PX", envvar="CO2CLI_MAX_SIDE", min=16,
+                                           help="Refuse videos whose long side exceeds PX (default 2560)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose outputs already exist."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+) -> None:
+    """TV-L1 optical flow per video, as I3D sees it (resumable: finished videos are skipped)."""
+    from co2cli import video as video_mod
+    from co2cli.flowfiles import FORMATS
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be npy or jpg, not {fmt!r}")
+    paths = gather_inputs(inputs or [], from_file, video_mod.VIDEO_SUFFIXES)
+    if not paths:
+        raise Co2Error("no input videos found: give video files, folders or globs (or - to read names from stdin)")
+    check_writable(output, "dir")
+    existing, failures = split_missing(paths)
+    named, clashes = named_inputs(existing)
+    failures += clashes
+    if not named:
+        for _, message in failures:
+            typer.echo(f"error: {message}", err=True)
+        raise Co2Error("none of the inputs can be read")
+
+    from co2cli.batch import BatchEvents, run_batch
+    from co2cli.extract import FeatureExtractor
+    from co2cli.flowfiles import FlowJob
+
+    job = FlowJob(FeatureExtractor(("flow",), device.value, flow_workers=workers, max_side_px=max_side,
+                                   flow_backend=backend.value, flow_region=region.value, load_models=False), fmt)
+    started = time.perf_counter()
+    with Reporter(len(named), "videos", quiet) as reporter:
+        def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem
+            reporter.end()
+            if item.status != "failed":
+                sys.stdout.write(f"{job.outputs(output, item.name)[0]}\n")
+                sys.stdout.flush()
+
+        items = run_batch(named, output, job, overwrite, BatchEvents(reporter.start, reporter.frames, on_end))
+    _finish_batch("extracted flow for", items, failures, time.perf_counter() - started, quiet)
+
+
+def _finish_batch(verb: str, items: Sequence, failures: list, wall: float, quiet: bool) -> None:
+    """Per-file summary, one error line per failure, the summary line, exit 1 when anything failed."""
     if not quiet:
-        _print_batch_summary(items)
+        _print_batch_summary(items, "extract-flow" if "flow" in verb else "extract-features")
     for path, message in failures:
         typer.echo(f"error: {message}", err=True)
     failed = [item for item in items if item.status == "failed"]
     for item in failed:
         typer.echo(f"error: {item.message}", err=True)
     done = [item for item in items if item.status == "done"]
-    echo_err(summary_line("extracted", len(done), len(failed) + len(failures),
-                          sum(item.duration_s for item in done), wall)
-             + (f", {len(items) - len(done) - len(failed)} already done" if len(items) > len(done) + len(failed)
-                else ""), quiet)
+    skipped = len(items) - len(done) - len(failed)
+    echo_err(summary_line(verb, len(done), len(failed) + len(failures), sum(item.duration_s for item in done), wall)
+             + (f", {skipped} already done" if skipped else ""), quiet)
     if failed or failures:
         raise typer.Exit(1)
-
-
-def _print_batch_summary(items: Sequence) -> None:
-    from rich.table import Table
-
-    summary = Table(title="extract-features")
-    for column in ("video", "status", "snippets", "seconds", "note"):
-        summary.add_column(column)
-    for item in items:
-        summary.add_row(item.name, item.status, str(item.snippets or "-"), f"{item.seconds:.1f}",
-                        item.message if item.status != "failed" else "")
-    stderr_console().print(summary)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ installed store (`co2 weights ...`); a missing one is a Co2Error naming the comm
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,8 +27,11 @@ if TYPE_CHECKING:
 STREAMS = ("rgb", "flow")
 WEIGHT_NAMES = {"rgb": "i3d-rgb", "flow": "i3d-flow"}
 IN_CHANNELS = {"rgb": 3, "flow": 2}
-RECIPE_VERSION = 1
-"""Bump when a change makes older cached features incomparable."""
+RECIPE_VERSION = 2
+"""Bump when a change makes older cached features incomparable (2: flow region and backend recorded; the
+default region became the whole frame)."""
+PREFETCH_CHUNKS = 2
+"""Chunks decoded (and their flow computed) ahead of I3D: bounds memory to a few chunks."""
 
 Progress = Callable[[int, "int | None"], None]
 """progress(frames_done, frames_total_estimate), called after each chunk."""
@@ -61,29 +66,92 @@ def snippet_features(model: InceptionI3d, frames: np.ndarray, batch_size: int = 
     return i3d.run_snippets(model, snippets, batch_size)
 
 
+def prefetch(items: Iterable, depth: int = PREFETCH_CHUNKS) -> Iterator:
+    """Iterate `items` in a background thread, at most `depth` items ahead, so decoding and flow of chunk k+1 run
+    while the caller runs I3D on chunk k. Order, values and exceptions are those of plain iteration."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put((False, exc))
+            return
+        put((True, done))
+
+    thread = threading.Thread(target=produce, name="co2cli-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = slots.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 class FeatureExtractor:
-    """Features of whole videos with the installed I3D weights (or given state dicts) for `streams`."""
+    """Features of whole videos with the installed I3D weights (or given state dicts) for `streams`.
+
+    Flow: `flow_backend` auto|opencv|torch (auto = torch on CUDA, OpenCV on CPU), `flow_region` frame (the
+    Kinetics recipe: TV-L1 on the whole 256-short-side frame, then the centre crop) or crop (TV-L1 on the 224
+    crop), `flow_workers` OpenCV processes (default: every CPU the process may use).
+    """
 
     def __init__(self, streams: Sequence[str] = STREAMS, device: str | torch.device = "auto", batch_size: int = 4,
-                 chunk_snippets: int = 8, flow_workers: int = 1, max_side_px: int | None = None,
-                 state_dicts: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> None:
-        from co2cli import checkpoints, weights
+                 chunk_snippets: int = 8, flow_workers: int | None = None, max_side_px: int | None = None,
+                 state_dicts: Mapping[str, Mapping[str, torch.Tensor]] | None = None, flow_backend: str = "auto",
+                 flow_region: str = "frame", overlap: bool = True, load_models: bool = True) -> None:
+        from co2cli import checkpoints, flow, weights
         from co2cli.devices import pick_device
 
         self.streams = parse_streams(streams)
         self.device = pick_device(str(device))
         self.batch_size = max(1, int(batch_size))
         self.chunk_frames = SNIPPET_FRAMES * max(1, int(chunk_snippets))
-        self.flow_workers = max(1, int(flow_workers))
+        self.flow_workers = max(1, int(flow_workers)) if flow_workers else flow.default_workers()
+        if flow_region not in flow.REGIONS:
+            raise Co2Error(f"unknown flow region {flow_region!r}: use frame or crop")
+        if flow_backend not in flow.BACKENDS:
+            raise Co2Error(f"unknown flow backend {flow_backend!r}: use auto, opencv or torch")
+        self.flow_region = flow_region
+        self.flow_backend = flow.resolve_backend(flow_backend, self.device.type)
+        self.overlap = overlap
         self.max_side_px = max_side_px
         self.models: dict[str, InceptionI3d] = {}
         self.weights_sha256: dict[str, str | None] = {}
-        for stream in self.streams:
+        self.weights_family: dict[str, str] = {}
+        for stream in self.streams if load_models else ():  # flow-only jobs (`co2 extract-flow`) need no I3D
             name = WEIGHT_NAMES[stream]
             path = weights.resolve(name)
             source = (state_dicts or {}).get(stream) or path
             self.models[stream] = checkpoints.load_i3d(source, IN_CHANNELS[stream], self.device, label=str(path))
-            self.weights_sha256[name] = weights.installed()[name].get("sha256")
+            record = weights.installed()[name]
+            self.weights_sha256[name] = record.get("sha256")
+            self.weights_family[name] = weights.family(record)
+
+    def identity(self) -> dict:
+        """The recipe keys that make features comparable: a written file with other values is redone."""
+        flow = {"region": self.flow_region, "backend": self.flow_backend} if "flow" in self.streams else None
+        return {"streams": list(self.streams), "recipe_version": RECIPE_VERSION, "flow": flow,
+                "weights_sha256": dict(self.weights_sha256)}
 
     def recipe(self) -> dict:
         """What every feature file made by this extractor shares (the per-video facts are added later)."""
@@ -97,8 +165,10 @@ class FeatureExtractor:
             "fps": FPS, "snippet_frames": SNIPPET_FRAMES, "stride_frames": SNIPPET_FRAMES,
             "feature": "I3D Mixed_5c averaged over time, height and width (1024 per stream)",
             "resize": video.RECIPE["resize"], "crop": video.RECIPE["crop"], "video": video.RECIPE,
-            "flow": flow.RECIPE if "flow" in self.streams else None,
+            "flow": flow.recipe(self.flow_backend, self.flow_region) if "flow" in self.streams else None,
             "weights_sha256": self.weights_sha256,
+            "weights": {name: {"sha256": sha, "family": self.weights_family.get(name, "")}
+                        for name, sha in self.weights_sha256.items()},
         }
 
     def extract(self, path: str | Path, progress: Progress | None = None) -> Extracted:
@@ -107,9 +177,11 @@ class FeatureExtractor:
 
         reader = video.VideoReader(path, max_side_px=self.max_side_px)
         estimate = reader.info.frames_25fps_estimate
-        chunks = reader.chunks(self.chunk_frames)
-        pairs = (flow.iter_with_flow(chunks, workers=self.flow_workers) if "flow" in self.streams
-                 else ((chunk, None) for chunk in chunks))
+        with_flow = "flow" in self.streams
+        chunks = reader.chunks(self.chunk_frames, whole_frame_gray=with_flow and self.flow_region == "frame")
+        pairs = self.flow_fields(chunks) if with_flow else ((chunk, None) for chunk in chunks)
+        if self.overlap:
+            pairs = prefetch(pairs)
         parts: dict[str, list[np.ndarray]] = {s: [] for s in self.streams}
         first_time: float | None = None
         done = 0
@@ -124,6 +196,8 @@ class FeatureExtractor:
             done += len(frames)
             if progress:
                 progress(done, estimate)
+        if not parts[self.streams[0]]:
+            raise Co2Error(f"{path}: no frames could be decoded")
         features = np.concatenate([np.concatenate(parts[s]) for s in self.streams], axis=1).astype(np.float32)
         info = reader.info
         recipe = self.recipe() | {
@@ -136,3 +210,19 @@ class FeatureExtractor:
             "start_s": first_time or 0.0,
         }
         return Extracted(features, recipe)
+
+    def flow_fields(self, chunks: Iterable) -> Iterator[tuple]:
+        """(chunk, (n, 224, 224, 2) flow in [-1, 1]) for each `video.Frames` chunk, in this extractor's region."""
+        from co2cli import flow
+
+        device = str(self.device)
+        if self.flow_region == "crop":
+            yield from flow.iter_with_flow(chunks, workers=self.flow_workers, backend=self.flow_backend,
+                                           device=device)
+            return
+        from co2cli.video import CROP
+
+        for frames, fields in flow.iter_with_flow(chunks, lambda f: f.gray_frame, self.flow_workers,
+                                                  self.flow_backend, device):
+            top, left = frames.crop_box
+            yield frames, np.ascontiguousarray(fields[:, top:top + CROP, left:left + CROP])

@@ -103,7 +103,7 @@ def load_features(path: str | Path, dim: int | None = FEATURE_DIM) -> FeatureFil
             raise Co2Error(f"{path} is not a .npy file (no NumPy header)")
     shape, dtype, offset = _npy_header(path)
     if dtype.hasobject:
-        raise Co2Error(f"{path} holds Python objects (a pickle), not a plain numeric array: refused")
+        raise Co2Error(f"{path} holds Python objects (a pickle): object arrays are refused")
     expected_bytes = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if size < expected_bytes:
         raise Co2Error(f"{path} is truncated: its header promises shape {tuple(shape)} ({expected_bytes} bytes) "
@@ -126,15 +126,23 @@ def load_features(path: str | Path, dim: int | None = FEATURE_DIM) -> FeatureFil
     return FeatureFile(path, features, read_recipe(path))
 
 
-def is_complete(out_dir: Path, stem: str, streams: list[str] | tuple[str, ...]) -> bool:
-    """Both files present (the JSON is written last) and made for the same streams."""
+def is_complete(out_dir: Path, stem: str, identity: dict) -> bool:
+    """Both files present (the JSON is written last) and made by the same recipe: every key of `identity`
+    (e.g. streams, recipe_version, flow region and backend) equal in the written recipe."""
     npy, js = output_paths(out_dir, stem)
     if not (npy.is_file() and js.is_file()):
         return False
     try:
-        return json.loads(js.read_text()).get("streams") == list(streams)
+        written = json.loads(js.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
+    return isinstance(written, dict) and all(_same(written.get(k), v) for k, v in identity.items())
+
+
+def _same(written: object, wanted: object) -> bool:
+    if isinstance(wanted, dict):
+        return isinstance(written, dict) and all(_same(written.get(k), v) for k, v in wanted.items())
+    return written == wanted
 
 
 def recipe_json(recipe: dict) -> str:

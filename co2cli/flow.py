@@ -1,8 +1,10 @@
 """TV-L1 optical flow between consecutive 25 fps frames (stage 2 of the pipeline).
 
-* Input: grayscale uint8 0..255 frames, (N, H, W); in the pipeline these are the 224 x 224 centre crops from
-  video.py (flow is computed on the crop, not on the 256-short-side frame: see video.py).
-* Method: OpenCV's `cv2.optflow.DualTVL1OpticalFlow_create()` with its default parameters, unchanged.
+* Input: grayscale uint8 0..255 frames, (N, H, W): the whole frame resized to short side 256 (region 'frame',
+  DeepMind's Kinetics recipe; the field is then cropped like RGB) or the 224 x 224 centre crop (region 'crop').
+* Method: OpenCV's `cv2.optflow.DualTVL1OpticalFlow_create()` with its default parameters (backend 'opencv'),
+  or its re-implementation in batched PyTorch, `tvl1.py` (backend 'torch', CPU or CUDA, equal within 0.05 px
+  mean end-point error).
 * Output: float32 (N, H, W, 2), channel 0 = horizontal (+ right), channel 1 = vertical (+ down), in pixels
   clipped to [-20, 20] and divided by 20, so in [-1, 1] (the Kinetics I3D flow recipe).
 * N frames give exactly N fields: flow[i] = TV-L1(frame i -> frame i + 1) for i < N - 1, and the last field
@@ -11,12 +13,14 @@
 * Streaming: `FlowStream` carries the last frame and field across chunks, so chunked results equal the
   one-shot result exactly (TV-L1 is deterministic and keeps no state between calls).
 * `workers > 1` runs pairs in that many processes with one OpenCV thread each: on a 2-core machine two
-  processes beat `cv2.setNumThreads(2)` (docs/pipeline.md). Results are identical either way.
+  processes beat `cv2.setNumThreads(2)` (docs/pipeline.md). Results are identical either way. The default is
+  every CPU this process may use (`default_workers`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -29,15 +33,47 @@ import numpy as np
 FLOW_BOUND_PX = 20.0
 """Flow is clipped to +-20 px and divided by 20."""
 
-RECIPE = {
-    "method": "TV-L1",
-    "implementation": f"OpenCV {cv2.__version__} cv2.optflow.DualTVL1OpticalFlow_create() defaults",
-    "input": "grayscale uint8 of the 224x224 centre crop (after short side 256, bilinear)",
-    "bound_px": FLOW_BOUND_PX,
-    "scaling": "clip to [-20, 20] px, divide by 20 -> [-1, 1]; channels (dx, dy)",
-    "last_frame": "flow of the last frame repeats the previous field",
+BACKENDS = ("auto", "opencv", "torch")
+REGIONS = ("frame", "crop")
+DEFAULT_REGION = "frame"
+"""DeepMind's Kinetics recipe: TV-L1 on the whole resized frame, then the same centre crop as RGB."""
+
+_REGION_INPUT = {
+    "frame": "grayscale uint8 of the whole frame resized to short side 256 (bilinear); the field is then "
+             "centre-cropped to 224x224 like RGB",
+    "crop": "grayscale uint8 of the 224x224 centre crop (after short side 256, bilinear)",
 }
-"""How flow was made, for the feature file's recipe."""
+
+
+def default_workers() -> int:
+    """CPUs this process may use (its affinity mask, so containers and `taskset` are respected)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_backend(backend: str, device_type: str) -> str:
+    """'auto' -> 'torch' on CUDA, 'opencv' on CPU (OpenCV's C++ is faster than torch there: bench/bench_flow.py)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown flow backend {backend!r}: use {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "torch" if device_type == "cuda" else "opencv"
+    return backend
+
+
+def recipe(backend: str = "opencv", region: str = "crop") -> dict:
+    """How flow was made, for the feature file's recipe (`backend` resolved, not 'auto')."""
+    impl = (f"OpenCV {cv2.__version__} cv2.optflow.DualTVL1OpticalFlow_create() defaults" if backend == "opencv"
+            else "co2cli.tvl1 (PyTorch re-implementation of OpenCV's CPU TV-L1, default parameters)")
+    return {"method": "TV-L1", "implementation": impl, "backend": backend, "region": region,
+            "input": _REGION_INPUT[region], "bound_px": FLOW_BOUND_PX,
+            "scaling": "clip to [-20, 20] px, divide by 20 -> [-1, 1]; channels (dx, dy)",
+            "last_frame": "flow of the last frame repeats the previous field"}
+
+
+RECIPE = recipe("opencv", "crop")
+"""The recipe of the OpenCV flow on the crop (what co2cli 0.1 computed)."""
 
 T = TypeVar("T")
 
@@ -80,17 +116,27 @@ class FlowStream:
     field fewer than frames, later pushes as many as they get); `finish()` returns the last frame's field.
     """
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, backend: str = "opencv", device: str = "cpu", torch_batch: int = 16):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
-        self._tvl1 = create_tvl1() if workers == 1 else None
+        self.backend = resolve_backend(backend, "cuda" if str(device).startswith("cuda") else "cpu")
+        self.device = device
+        self.torch_batch = torch_batch
+        self._tvl1 = create_tvl1() if workers == 1 and self.backend == "opencv" else None
         self._pool: Executor | None = None
         self._last_frame: np.ndarray | None = None
         self._last_field: np.ndarray | None = None
         self.frames_seen = 0
 
     def _pairs(self, prevs: list[np.ndarray], nexts: list[np.ndarray]) -> list[np.ndarray]:
+        if not prevs:
+            return []
+        if self.backend == "torch":
+            from co2cli.tvl1 import tvl1_flow_numpy
+
+            flows = tvl1_flow_numpy(np.stack(prevs), np.stack(nexts), device=self.device, batch_size=self.torch_batch)
+            return [scale_flow(f) for f in flows]
         if self._tvl1 is not None:
             return [scale_flow(self._tvl1.calc(a, b, None)) for a, b in zip(prevs, nexts)]
         if self._pool is None:
@@ -136,10 +182,10 @@ class FlowStream:
         self.close()
 
 
-def compute_flow(gray: np.ndarray, workers: int = 1) -> np.ndarray:
+def compute_flow(gray: np.ndarray, workers: int = 1, backend: str = "opencv", device: str = "cpu") -> np.ndarray:
     """(N, H, W) uint8 grayscale -> (N, H, W, 2) float32 TV-L1 flow in [-1, 1] (the last field repeated)."""
     _check_gray(gray)
-    with FlowStream(workers) as stream:
+    with FlowStream(workers, backend, device) as stream:
         head = stream.push(gray)
         tail = stream.finish()
     if not len(gray):
@@ -147,7 +193,8 @@ def compute_flow(gray: np.ndarray, workers: int = 1) -> np.ndarray:
     return np.concatenate([head, tail])
 
 
-def iter_flow(gray_chunks: Iterable[np.ndarray], workers: int = 1) -> Iterator[np.ndarray]:
+def iter_flow(gray_chunks: Iterable[np.ndarray], workers: int = 1, backend: str = "opencv",
+              device: str = "cpu") -> Iterator[np.ndarray]:
     """For each (n, H, W) uint8 chunk, yield its (n, H, W, 2) flow; equal to `compute_flow` on all frames.
 
     A chunk's flow comes out once the next chunk's first frame is known (one chunk of look-ahead).
@@ -162,7 +209,7 @@ def iter_flow(gray_chunks: Iterable[np.ndarray], workers: int = 1) -> Iterator[n
             out, ready = ready[:n], ready[n:]
             yield out if n else np.empty((0, height, width, 2), np.float32)
 
-    stream = FlowStream(workers)
+    stream = FlowStream(workers, backend, device)
     try:
         for chunk in gray_chunks:
             shapes.append(chunk.shape)
@@ -181,7 +228,7 @@ def _append(ready: np.ndarray, fields: np.ndarray) -> np.ndarray:
 
 
 def iter_with_flow(items: Iterable[T], gray: Callable[[T], np.ndarray] = attrgetter("gray"),
-                   workers: int = 1) -> Iterator[tuple[T, np.ndarray]]:
+                   workers: int = 1, backend: str = "opencv", device: str = "cpu") -> Iterator[tuple[T, np.ndarray]]:
     """Pair each chunk (e.g. `video.Frames`) with its flow: yields (item, (n, H, W, 2) float32 in [-1, 1])."""
     held: deque[T] = deque()
 
@@ -190,5 +237,5 @@ def iter_with_flow(items: Iterable[T], gray: Callable[[T], np.ndarray] = attrget
             held.append(item)
             yield gray(item)
 
-    for fields in iter_flow(grays(), workers):
+    for fields in iter_flow(grays(), workers, backend, device):
         yield held.popleft(), fields

@@ -20,7 +20,7 @@ import numpy as np
 
 from co2cli import classes as class_lists
 from co2cli.errors import Co2Error
-from co2cli.extract import RECIPE_VERSION, FeatureExtractor
+from co2cli.extract import FeatureExtractor
 from co2cli.features import FEATURE_DIM, STREAM_DIM, FeatureFile, is_complete, load_features, save
 from co2cli.localize import Segment, co2_localize, kinetics_proposals, to_segments
 
@@ -72,12 +72,14 @@ class Localizer:
     feature_dims: tuple[int, ...] = (FEATURE_DIM,)
 
     def __init__(self, device: torch.device, batch_size: int = 4, cache_dir: Path | None = None,
-                 use_cache: bool = True, max_side_px: int | None = None) -> None:
+                 use_cache: bool = True, max_side_px: int | None = None, flow_backend: str = "auto",
+                 flow_region: str = "frame", flow_workers: int | None = None) -> None:
         self.device = device
         self.batch_size = batch_size
         self.cache_dir = cache_dir
         self.use_cache = use_cache
         self.max_side_px = max_side_px
+        self.flow_options = {"flow_backend": flow_backend, "flow_region": flow_region, "flow_workers": flow_workers}
         self._extractor: FeatureExtractor | None = None
 
     # -- inputs -----------------------------------------------------------------------------------------------
@@ -85,7 +87,8 @@ class Localizer:
     def extractor(self) -> FeatureExtractor:
         if self._extractor is None:
             self._extractor = FeatureExtractor(self.streams, self.device, self.batch_size,
-                                               max_side_px=self.max_side_px, state_dicts=self._state_dicts())
+                                               max_side_px=self.max_side_px, state_dicts=self._state_dicts(),
+                                               **self.flow_options)
         return self._extractor
 
     def _state_dicts(self) -> dict:
@@ -106,11 +109,9 @@ class Localizer:
             raise Co2Error(f"input not found: {video}")
         extractor = self.extractor()
         folder = self.cache_folder(video) if self.use_cache else None
-        if folder is not None and is_complete(folder, video.stem, extractor.streams):
+        if folder is not None and is_complete(folder, video.stem, extractor.identity()):
             cached = load_features(folder / f"{video.stem}.npy", dim=None)
-            if (cached.recipe.get("recipe_version") == RECIPE_VERSION
-                    and cached.recipe.get("weights_sha256") == extractor.weights_sha256):
-                return FeatureFile(video, cached.features, cached.recipe, name or video.stem), True
+            return FeatureFile(video, cached.features, cached.recipe, name or video.stem), True
         extracted = extractor.extract(video)
         if folder is not None:
             save(folder, video.stem, extracted.features, extracted.recipe)
@@ -268,7 +269,8 @@ def default_classes(checkpoint: str | None = None) -> str:
 
 def load_model(classes: str | None = None, checkpoint: str | None = None, device: str = "auto",
                batch_size: int = 4, cache_dir: str | Path | None = None, use_cache: bool = True,
-               max_side_px: int | None = None) -> Localizer:
+               max_side_px: int | None = None, flow_backend: str = "auto", flow_region: str = "frame",
+               flow_workers: int | None = None) -> Localizer:
     """A localizer for `classes`: 'thumos' / 'activitynet' (CO2-Net with the given or installed checkpoint) or
     'kinetics' (zero-shot RGB I3D). None picks 'thumos' when CO2-Net weights are installed, else 'kinetics'."""
     from co2cli import checkpoints
@@ -276,7 +278,8 @@ def load_model(classes: str | None = None, checkpoint: str | None = None, device
 
     dev = pick_device(device)
     options = {"batch_size": batch_size, "cache_dir": Path(cache_dir) if cache_dir else None,
-               "use_cache": use_cache, "max_side_px": max_side_px}
+               "use_cache": use_cache, "max_side_px": max_side_px, "flow_backend": flow_backend,
+               "flow_region": flow_region, "flow_workers": flow_workers}
     classes = classes or default_classes(checkpoint)
     if classes == "kinetics":
         if checkpoint is not None:

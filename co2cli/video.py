@@ -148,6 +148,11 @@ class Frames:
     """(n,) float64 seconds: presentation time of the source frame shown (<= grid time)."""
     source_indices: np.ndarray
     """(n,) int64: which decoded frame (0-based, presentation order) each output frame shows."""
+    gray_frame: np.ndarray | None = None
+    """(n, H, W) uint8 grayscale of the whole resized frame (short side 256), when asked for (flow region
+    'frame', the Kinetics recipe); `crop_box` locates the 224 crop inside it."""
+    crop_box: tuple[int, int] = (0, 0)
+    """(top, left) pixels of the 224 x 224 crop inside the resized frame."""
 
     def __len__(self) -> int:
         return int(self.rgb.shape[0])
@@ -167,15 +172,26 @@ def resized_size(width: int, height: int) -> tuple[int, int]:
     return round(width * SHORT_SIDE / height), SHORT_SIDE
 
 
-def resize_crop(image: Image.Image | np.ndarray) -> np.ndarray:
-    """An RGB picture (any size) -> (224, 224, 3) uint8: Pillow BILINEAR short side 256, centre crop 224."""
+def resize_short_side(image: Image.Image | np.ndarray) -> np.ndarray:
+    """An RGB picture (any size) -> (H, W, 3) uint8 with the short side 256 (Pillow BILINEAR)."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     width, height = resized_size(*image.size)
     if (width, height) != image.size:
         image = image.resize((width, height), Image.Resampling.BILINEAR)
-    top, left = (height - CROP) // 2, (width - CROP) // 2
-    return np.asarray(image)[top:top + CROP, left:left + CROP]
+    return np.asarray(image)
+
+
+def crop_box(height: int, width: int) -> tuple[int, int]:
+    """(top, left) of the centre 224 crop in a (height, width) frame: ((H - 224) // 2, (W - 224) // 2)."""
+    return (height - CROP) // 2, (width - CROP) // 2
+
+
+def resize_crop(image: Image.Image | np.ndarray) -> np.ndarray:
+    """An RGB picture (any size) -> (224, 224, 3) uint8: Pillow BILINEAR short side 256, centre crop 224."""
+    frame = resize_short_side(image)
+    top, left = crop_box(*frame.shape[:2])
+    return frame[top:top + CROP, left:left + CROP]
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -366,8 +382,8 @@ def _frame_turns(frame: av.VideoFrame, fallback_rotation: int) -> int:
     return _quarter_turns(getattr(frame, "rotation", 0) or fallback_rotation)
 
 
-def _frame_rgb_crop(path: Path, frame: av.VideoFrame, turns: int, limit: int) -> np.ndarray:
-    """One decoded frame -> upright (224, 224, 3) uint8 RGB crop."""
+def _frame_rgb(path: Path, frame: av.VideoFrame, turns: int, limit: int) -> np.ndarray:
+    """One decoded frame -> upright (H, W, 3) uint8 RGB, short side 256."""
     _check_size(path, frame.width, frame.height, limit)
     try:
         rgb = frame.to_ndarray(format="rgb24", threads=1)
@@ -376,7 +392,7 @@ def _frame_rgb_crop(path: Path, frame: av.VideoFrame, turns: int, limit: int) ->
     image = Image.fromarray(rgb)
     if turns:
         image = image.transpose(_ROTATE_CCW[turns])
-    return resize_crop(image)
+    return resize_short_side(image)
 
 
 class VideoReader:
@@ -436,11 +452,13 @@ class VideoReader:
             return Fraction(1, FPS)
         return duration
 
-    def chunks(self, chunk_frames: int = DEFAULT_CHUNK_FRAMES, drop_remainder: bool = True) -> Iterator[Frames]:
+    def chunks(self, chunk_frames: int = DEFAULT_CHUNK_FRAMES, drop_remainder: bool = True,
+               whole_frame_gray: bool = False) -> Iterator[Frames]:
         """Yield `Frames` of `chunk_frames` output frames (the last chunk may be shorter).
 
         `chunk_frames` must be a positive multiple of 16 so chunks hold whole snippets. With `drop_remainder` the
         trailing N - 16 T frames are not yielded. Raises Co2Error (before yielding anything) when N < 16.
+        `whole_frame_gray` also fills `Frames.gray_frame` (the whole resized frame, for flow region 'frame').
         Each source frame is converted and resized at most once, and only if the 25 fps grid shows it.
         """
         if chunk_frames <= 0 or chunk_frames % SNIPPET_FRAMES:
@@ -450,16 +468,16 @@ class VideoReader:
         try:
             stream = container.streams.video[0]
             fallback_rotation = _legacy_rotation(stream)
-            buffer = _ChunkBuffer(chunk_frames)
+            buffer = _ChunkBuffer(chunk_frames, whole_frame_gray)
             for use in resample(self._timed(container, stream), self._last_duration(stream)):
                 index, frame = use.item
                 turns = _frame_turns(frame, fallback_rotation)
                 if self.frames_total == 0:
                     self.rotation_applied_deg = 90 * turns
-                crop = _frame_rgb_crop(self.path, frame, turns, self.max_side_px)
+                resized = _frame_rgb(self.path, frame, turns, self.max_side_px)
                 left = use.copies
                 while left:
-                    taken = buffer.add(crop, float(use.time), index, left)
+                    taken = buffer.add(resized, float(use.time), index, left, self.path)
                     left -= taken
                     if buffer.full:
                         self.frames_yielded += len(buffer)
@@ -480,15 +498,19 @@ class VideoReader:
 class _ChunkBuffer:
     """Preallocated output chunk; the grid time of frame i is start + i / 25 relative to the first frame."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, whole_frame_gray: bool = False):
         self.size = size
+        self.whole_frame_gray = whole_frame_gray
         self._start_time: float | None = None
+        self._frame_shape: tuple[int, int] | None = None
         self._reset(0)
 
     def _reset(self, start_index: int) -> None:
         self.start_index = start_index
         self.n = 0
         self.rgb = np.empty((self.size, CROP, CROP, 3), np.uint8)
+        self.gray_frame = (np.empty((self.size, *self._frame_shape), np.uint8)
+                           if self.whole_frame_gray and self._frame_shape else None)
         self.source_times = np.empty(self.size, np.float64)
         self.source_indices = np.empty(self.size, np.int64)
 
@@ -499,13 +521,24 @@ class _ChunkBuffer:
     def full(self) -> bool:
         return self.n == self.size
 
-    def add(self, crop: np.ndarray, time_s: float, source_index: int, copies: int) -> int:
-        """Append up to `copies` copies of `crop` shown at source time `time_s`; return how many fit."""
+    def add(self, resized: np.ndarray, time_s: float, source_index: int, copies: int, path: Path) -> int:
+        """Append up to `copies` copies of a resized frame shown at source time `time_s`; return how many fit."""
         if self._start_time is None:
             self._start_time = time_s  # the first shown frame opens the grid
+        shape = resized.shape[:2]
+        if self._frame_shape is None:
+            self._frame_shape = shape
+            if self.whole_frame_gray:
+                self.gray_frame = np.empty((self.size, *shape), np.uint8)
+        elif shape != self._frame_shape:
+            raise Co2Error(f"{path}: the frame size changes mid-stream ({self._frame_shape[1]}x{self._frame_shape[0]}"
+                           f" -> {shape[1]}x{shape[0]} after resizing); re-encode it at one size")
+        top, left = crop_box(*shape)
         taken = min(copies, self.size - self.n)
         rows = slice(self.n, self.n + taken)
-        self.rgb[rows] = crop
+        self.rgb[rows] = resized[top:top + CROP, left:left + CROP]
+        if self.gray_frame is not None:
+            self.gray_frame[rows] = to_gray(resized)
         self.source_times[rows] = time_s
         self.source_indices[rows] = source_index
         self.n += taken
@@ -517,8 +550,10 @@ class _ChunkBuffer:
         indices = np.arange(self.start_index, self.start_index + count)
         # Grid time exactly as defined: start + i / 25 (computed from the index, no accumulated rounding).
         grid = (self._start_time or 0.0) + indices / FPS
+        box = crop_box(*self._frame_shape) if self._frame_shape else (0, 0)
+        whole = self.gray_frame[:count] if self.gray_frame is not None else None
         frames = Frames(self.start_index, rgb, to_gray(rgb), grid, self.source_times[:count].copy(),
-                        self.source_indices[:count].copy())
+                        self.source_indices[:count].copy(), whole, box)
         self._reset(self.start_index + self.n)
         return frames
 
@@ -536,9 +571,12 @@ def concat(chunks: Iterable[Frames]) -> Frames:
         empty = np.empty(0)
         return Frames(0, np.empty((0, CROP, CROP, 3), np.uint8), np.empty((0, CROP, CROP), np.uint8),
                       empty, empty.copy(), np.empty(0, np.int64))
+    whole = (np.concatenate([p.gray_frame for p in parts]) if all(p.gray_frame is not None for p in parts)
+             else None)
     return Frames(parts[0].start_index, np.concatenate([p.rgb for p in parts]),
                   np.concatenate([p.gray for p in parts]), np.concatenate([p.grid_times_s for p in parts]),
-                  np.concatenate([p.source_times_s for p in parts]), np.concatenate([p.source_indices for p in parts]))
+                  np.concatenate([p.source_times_s for p in parts]), np.concatenate([p.source_indices for p in parts]),
+                  whole, parts[0].crop_box)
 
 
 def read_video(path: str | Path, drop_remainder: bool = True) -> Frames:

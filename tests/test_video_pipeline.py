@@ -131,7 +131,10 @@ def test_video_localize_equals_feature_localize(full_home: Path, short_clip: Pat
     from_features = co2("localize", tmp_path / "lift2s.npy", "--classes", "thumos", "-c", need(CKPT),
                         "--format", "json", env=env)
     assert from_features.returncode == 0, from_features.stderr
-    assert json.loads(from_video.stdout) == json.loads(from_features.stdout)
+    video_json, features_json = json.loads(from_video.stdout), json.loads(from_features.stdout)
+    # Same segments; the "co2cli" provenance differs on purpose (checkpoint name, I3D weights only for videos).
+    assert {k: v for k, v in video_json.items() if k != "co2cli"} == \
+        {k: v for k, v in features_json.items() if k != "co2cli"}
     assert list(json.loads(from_video.stdout)["results"]) == ["lift2s"]
     # the second run reuses the cached features (same recipe) and gives the same answer
     again = co2("localize", short_clip, "--classes", "thumos", "--format", "json", env=env)
