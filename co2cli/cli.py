@@ -552,6 +552,9 @@ def evaluate(
                                                          target)
     if not preds:
         raise Co2Error(f"{predictions} holds no predictions")
+    note = evaluate_mod.beyond_durations(preds, ann, target)
+    if note:
+        typer.echo(f"warning: {note}", err=True)
     spec = evaluate_mod.PROTOCOLS[dataset.value]
     use_filter = (False if protocol is Protocol.official
                   else spec.filter_ambiguous and (from_localize if filter_ambiguous is None else filter_ambiguous))

@@ -336,16 +336,51 @@ def read_predictions_csv(path: str | Path, classlist: Sequence[str], units: str 
         if missing:
             raise Co2Error(f"{path} lacks column(s) {', '.join(sorted(missing))}")
         if ours and units == "snippets":
-            raise Co2Error(f"{path} has start_s/end_s columns (seconds); --units snippets contradicts them")
+            raise Co2Error(f"{path} has start_s/end_s columns (seconds), not snippets as asked")
         scale = _unit_scale("seconds" if ours else (units or "snippets"), target)
         rows = []
         for line, row in enumerate(reader, start=2):
             try:
+                start, end = float(row[start_key]), float(row[end_key])
+                check_segment(start, end, f"{path}:{line}")
                 rows.append(Detection(_parse_label(row["label"], classlist), float(row["score"]),
-                                      scale(float(row[start_key])), scale(float(row[end_key])), row["video-id"]))
+                                      scale(start), scale(end), row["video-id"]))
             except (TypeError, ValueError) as exc:
                 raise Co2Error(f"{path}:{line}: cannot parse row ({exc})") from None
     return rows, ours
+
+
+def check_segment(start: float, end: float, where: str) -> None:
+    """One line for a segment the original evaluator would score silently: negative, reversed or not finite."""
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise Co2Error(f"{where}: segment [{start}, {end}] is not finite")
+    if start < 0:
+        raise Co2Error(f"{where}: segment [{start}, {end}] starts before 0")
+    if end < start:
+        raise Co2Error(f"{where}: segment [{start}, {end}] ends before it starts")
+
+
+def beyond_durations(predictions: Sequence[Detection], ann: Annotations, unit: str,
+                     slack_snippets: float = 1.0) -> str | None:
+    """A one-line note when predictions end beyond their video (duration.npy) by more than one snippet of slack
+    (features may round the last snippet up), else None. They are still scored, as the original scores them.
+    `unit`: the predictions' time unit, snippets or seconds."""
+    if ann.durations is None:
+        return None
+    durations = dict(zip(ann.videonames, ann.durations))
+    slack = slack_snippets if unit == "snippets" else float(snippets_to_seconds(slack_snippets))
+    beyond = []
+    for p in predictions:
+        limit = durations.get(p.video)
+        if limit is not None:
+            limit_in_unit = seconds_to_snippets(limit) if unit == "snippets" else limit
+            if p.end > limit_in_unit + slack:
+                beyond.append((p, limit_in_unit))
+    if not beyond:
+        return None
+    p, limit = beyond[0]
+    return (f"{len(beyond)} prediction(s) end beyond their video's duration (duration.npy), e.g. {p.video} "
+            f"[{p.start:g}, {p.end:g}] {unit} in a {limit:g}-{unit} video; they are scored as the original does")
 
 
 def _unit_scale(units: str, target: str = "snippets") -> Callable[[float], float]:
@@ -373,8 +408,9 @@ def read_predictions_json(path: str | Path, classlist: Sequence[str], units: str
         for item in items:
             try:
                 label = _parse_label(str(item["label"]), classlist)
-                start, end = item["segment"]
-                rows.append(Detection(label, float(item["score"]), scale(float(start)), scale(float(end)), video))
+                start, end = (float(v) for v in item["segment"])
+                check_segment(start, end, f"{path}: video {video}")
+                rows.append(Detection(label, float(item["score"]), scale(start), scale(end), video))
             except ValueError as exc:
                 raise Co2Error(f"{path}: video {video}: {exc}") from None
             except (KeyError, TypeError):
@@ -389,9 +425,15 @@ def read_predictions(path: str | Path, classlist: Sequence[str], units: str | No
     path = Path(path)
     if not path.is_file():
         raise Co2Error(f"predictions file not found: {path}")
-    head = path.read_bytes()[:64].lstrip()
+    data = path.read_bytes()
+    head = data[:64].lstrip()
     if not head:
         raise Co2Error(f"predictions file is empty: {path}")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Co2Error(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded): expected CSV or JSON") \
+            from None
     if head.startswith(b"{"):
         return read_predictions_json(path, classlist, units or "seconds", target), True
     return read_predictions_csv(path, classlist, units, target)
