@@ -1,42 +1,44 @@
 """TV-L1 optical flow in PyTorch, equal to OpenCV's CPU `cv2.optflow.DualTVL1OpticalFlow` (default parameters).
 
 A batched re-implementation of `OpticalFlowDual_TVL1::calc` (opencv_contrib `modules/optflow/src/tvl1flow.cpp`),
-written from reading that source and the OpenCV 5.1 imgproc code it calls; it runs on any torch device.
+written from reading that source and the OpenCV imgproc code it calls, and checked bit for bit against the
+installed cv2 (5.1, x86-64 wheel with IPP); it runs on any torch device.
 
 Units: images are grey intensities 0..255 (uint8, or float32 on the same 0..255 scale: OpenCV's own float input
-is 0..1 and scaled by 255, so float32 here = OpenCV given the uint8 frames or frames / 255). Flow is in pixels,
+is 0..1 and scaled by 255, so float32 here = OpenCV given the uint8 frames, or frames / 255). Flow is in pixels,
 (dx, dy) = where each pixel of `prev` moved to in `nxt`.
 
-What is reproduced, in OpenCV's order and float32 arithmetic (one rounding per C operation, no fused multiply-add
-where OpenCV has none):
+Reproduced in OpenCV's order, in float32 with one rounding per operation (a fused multiply-add only where the
+OpenCV/IPP code uses one; see `_fma`):
 
-* Pyramid: `resize(I, Size(), 0.8, 0.8, INTER_LINEAR)` level by level (size = round-half-even(side * 0.8)); a
-  level under 16 px on either side ends it. Flow starts at 0 on the coarsest level; the dual variables are reset
-  to 0 per level; between levels the flow is resized to the finer level's exact size and multiplied by 1 / 0.8.
-* Resize: OpenCV x86-64 builds with IPP (the pip wheels, `cv2.ipp.useIPP()` true by default) hand float32
+* Pyramid: `resize(I, Size(), 0.8, 0.8, INTER_LINEAR)` level by level (side = round-half-even(side * 0.8)); a
+  level under 16 px on either side ends it. Flow starts at 0 on the coarsest level, the dual variables are reset
+  to 0 per level, and between levels the flow is resized to the finer level's exact size and multiplied by 1.25.
+* Resize: x86-64 builds with IPP (the pip wheels; `cv2.ipp.useIPP()` is true by default) hand float32
   INTER_LINEAR resizes to IPP, which rounds differently from OpenCV's own C++ resize. Both are reproduced
-  bit-exactly (`TVL1Params.resize_backend`): "ipp" = horizontal then vertical `fma(f, b - a, a)`, with IPP's
-  border rules (warpAffine path for `fx=0.8`, whose size ratio is not exactly 0.8, resize path for an explicit
-  size); "generic" = OpenCV's `resizeGeneric_` (`a*(1-f) + b*f`, clamped source taps). The IPP model was
-  established by comparison with cv2 (it is closed source); tests check it against cv2.
-* Per level: centred gradient of I1 (OpenCV's one-sided half-differences on the border). Per warp: map
-  (x + u1, y + u2); `remap(INTER_CUBIC, BORDER_CONSTANT 0)` of I1, I1x, I1y with map positions rounded to 1/32 px
-  (half to even), OpenCV's cubic table (A = -0.75, float32 products of 1-D coefficients), its summation order
-  (row sums for interior pixels, one running sum over the valid taps near the border) and its border rule.
-  Then grad = I1wx^2 + I1wy^2 and rho_c = I1w - I1wx*u1 - I1wy*u2 - I0.
-* Iterations per warp: at most outer x inner (10 x 30); `medianBlur(5)` (exact median, replicated border) of u1
-  and u2 before iterations 0, 30, 60, ...; each iteration: thresholding (estimateV), divergence of p, u = v +
-  theta * div p, forward gradient of u, dual update p = (p + taut * grad u) / (1 + taut * |grad u|).
-* Stopping: OpenCV's `error` is a serial float32 sum, row-major, of du1^2 + du2^2; a warp ends at the first
-  iteration with error <= float32(epsilon^2 * area). Here the sum is taken in float64 with a rigorous bound on
-  how far a serial float32 sum can be from it; only when the threshold lies inside that bound (error within
-  ~0.3 % of it) are that pair's terms summed serially in float32 on the CPU, so the stop is OpenCV's exactly.
+  (`TVL1Params.resize_backend`): "ipp" = along x then along y `fma(f, b - a, a)`, with IPP's border rules (its
+  warpAffine path for `fx=0.8`, whose size ratio is not exactly 0.8, and its resize path for an explicit size);
+  "generic" = OpenCV's `resizeGeneric_` (`a*(1-f) + b*f`, clamped taps). IPP is closed source: that model was
+  measured against cv2.
+* Per level: centred gradient of I1 (one-sided half differences on the border). Per warp: map (x + u1, y + u2)
+  and `remap(INTER_CUBIC, BORDER_CONSTANT 0)` of I1, I1x, I1y. OpenCV 5.1 interpolates float maps at their exact
+  positions (4.x rounded them to 1/32 px and used a weight table): weights A = -0.75 evaluated per pixel, taps
+  outside the image = 0, an FMA chain along x per row, then one along y (measured against cv2 as well). Then
+  grad = I1wx^2 + I1wy^2 and rho_c = I1w - I1wx*u1 - I1wy*u2 - I0.
+* Iterations per warp: at most outer x inner (10 x 30); `medianBlur(5)` of u1 and u2 (exact median, replicated
+  border) before iterations 0, 30, 60, ...; each iteration: thresholding (estimateV), divergence of p,
+  u = v + theta * div p, forward gradient of u, dual update p = (p + taut * grad u) / (1 + taut * |grad u|).
+* Stopping: OpenCV's `error` is a serial float32 sum, row-major, of du1^2 + du2^2, restarted per warp; the warp
+  ends after the first iteration with error <= float32(epsilon^2 * area). Here the sum is taken in float64,
+  with a rigorous bound on how far any serial float32 sum of those terms can be from it; only when the
+  threshold lies within that bound (about 0.3 % at 224 x 224) is the pair's float32 serial sum computed (on the
+  CPU), so every pair stops at OpenCV's iteration.
 
-Batching: each pair stops on its own rule; a stopped pair is taken out of the working set (its u and p frozen)
-while the others go on, so a pair's result never depends on the rest of the batch. One small host read per
-iteration (the per-pair sums) is the only synchronisation inside the loop.
+Batching: each pair follows its own stopping rule; a stopped pair leaves the working set (its u and p frozen)
+while the others go on, so a pair's result never depends on the rest of the batch. Inside the iteration loop
+the only host synchronisation is one small read per iteration (the per-pair sums).
 
-Left as OpenCV's defaults only: gamma = 0 (no illumination term), useInitialFlow = false.
+Not covered: gamma != 0 (OpenCV's default is 0) and useInitialFlow (default false).
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ class TVL1Stats:
     each is 1..outer_iterations*inner_iterations."""
     level_sizes: tuple[tuple[int, int], ...]
     """(height, width) in pixels of each pyramid level, finest first."""
+    serial_sums: int
+    """How many stopping checks fell within the float64 sum's error bound and were settled by a serial float32
+    sum, as OpenCV computes it (all pairs, levels, warps and iterations together)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -484,8 +489,9 @@ def _iterate(u1: torch.Tensor, u2: torch.Tensor, p: list[torch.Tensor], wd: _War
     return n1, n2, q, terms
 
 
-def _stopped(terms: torch.Tensor, threshold: float) -> list[bool]:
-    """Per pair: is OpenCV's serial float32 sum of `terms` (A, H, W), row-major, <= threshold?
+def _stopped(terms: torch.Tensor, threshold: float) -> tuple[list[bool], int]:
+    """Per pair: is OpenCV's serial float32 sum of `terms` (A, H, W), row-major, <= threshold? Also returns how
+    many pairs needed the serial sum.
 
     The float64 sum is within n * u / (1 - n * u) * sum (+ subnormal slack) of any serial float32 sum of these
     non-negative terms; outside that band the answer is certain, inside it the float32 sum is done serially.
@@ -512,7 +518,7 @@ def _stopped(terms: torch.Tensor, threshold: float) -> list[bool]:
         serial = np.cumsum(rows, axis=1, dtype=_F32)[:, -1]  # numpy accumulates sequentially in float32
         for i, s32 in zip(unsure, serial.tolist()):
             out[i] = s32 <= threshold
-    return [bool(x) for x in out]
+    return [bool(x) for x in out], len(unsure)
 
 
 def _warp_data(i0: torch.Tensor, src: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor) -> _Warp:
@@ -528,8 +534,9 @@ def _warp_data(i0: torch.Tensor, src: torch.Tensor, u1: torch.Tensor, u2: torch.
 
 
 def _solve_level(i0: torch.Tensor, i1: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor, params: TVL1Params,
-                 iterations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """procOneScale for a batch: returns the refined (u1, u2) in pixels; fills iterations (B, warps)."""
+                 iterations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """procOneScale for a batch: returns the refined (u1, u2) in pixels and the number of serial float32 error
+    sums it needed; fills iterations (B, warps)."""
     b, h, w = i0.shape
     c = _Consts(l_t=_f32(params.lambda_ * params.theta), taut=_f32(params.tau / params.theta),
                 theta=_f32(params.theta), threshold=_f32(params.epsilon * params.epsilon * h * w))
@@ -539,6 +546,7 @@ def _solve_level(i0: torch.Tensor, i1: torch.Tensor, u1: torch.Tensor, u2: torch
     p_full = [torch.zeros_like(i0) for _ in range(4)]
     max_iter = params.outer_iterations * params.inner_iterations
     median = params.median_filtering > 1
+    serial = 0
     for warp in range(params.warps):
         wd = _warp_data(i0, src, u1, u2)
         alive = list(range(b))
@@ -550,7 +558,8 @@ def _solve_level(i0: torch.Tensor, i1: torch.Tensor, u1: torch.Tensor, u2: torch
                 wu2 = median_blur(wu2, params.median_filtering)
             wu1, wu2, wp, terms = _iterate(wu1, wu2, wp, wd, c)
             n += 1
-            stop = _stopped(terms, c.threshold)
+            stop, n_serial = _stopped(terms, c.threshold)
+            serial += n_serial
             if any(stop):
                 done = [i for i, s in enumerate(stop) if s]
                 keep = [i for i, s in enumerate(stop) if not s]
@@ -565,7 +574,7 @@ def _solve_level(i0: torch.Tensor, i1: torch.Tensor, u1: torch.Tensor, u2: torch
             _write_back(u1, u2, p_full, wu1, wu2, wp, alive, list(range(len(alive))))
             for pair in alive:
                 iterations[pair, warp] = n
-    return u1, u2
+    return u1, u2, serial
 
 
 def _write_back(u1: torch.Tensor, u2: torch.Tensor, p_full: list[torch.Tensor], wu1: torch.Tensor,
@@ -624,8 +633,10 @@ def tvl1_flow(prev: torch.Tensor, nxt: torch.Tensor, *, params: TVL1Params = TVL
     u1 = torch.zeros_like(i0s[-1])
     u2 = torch.zeros_like(i0s[-1])
     up = _f32(1.0 / params.scale_step)
+    serial = 0
     for level in range(len(sizes) - 1, -1, -1):
-        u1, u2 = _solve_level(i0s[level], i1s[level], u1, u2, params, iterations[:, level])
+        u1, u2, n_serial = _solve_level(i0s[level], i1s[level], u1, u2, params, iterations[:, level])
+        serial += n_serial
         if level:
             u1 = resize_linear(u1, sizes[level - 1], backend=params.resize_backend) * up
             u2 = resize_linear(u2, sizes[level - 1], backend=params.resize_backend) * up
@@ -633,7 +644,7 @@ def tvl1_flow(prev: torch.Tensor, nxt: torch.Tensor, *, params: TVL1Params = TVL
     if single:
         flow = flow[0]
     if return_stats:
-        return flow, TVL1Stats(iterations=iterations, level_sizes=tuple(sizes))
+        return flow, TVL1Stats(iterations=iterations, level_sizes=tuple(sizes), serial_sums=serial)
     return flow
 
 
