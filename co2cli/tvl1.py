@@ -255,13 +255,10 @@ def _cubic_coeffs(frac: torch.Tensor, exact: bool, bad: torch.Tensor) -> tuple[l
     return [c0, c1, c2, c3], bad
 
 
-def _cubic_sum(taps: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, exact: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights from the fractions fx, fy (B, 1, Ho, Wo), then FMA chains along x (all 4 rows at once) and along y.
-    taps (B, C, Ho, Wo, 4, 4) float64 holding float32 values. Returns the float32 result and whether a float64
-    sum was ambiguous (see `_fma`), in which case the caller redoes it with `exact`."""
-    bad = torch.zeros((), dtype=torch.bool, device=taps.device)
-    cx, bad = _cubic_coeffs(fx, exact, bad)
-    cy, bad = _cubic_coeffs(fy, exact, bad)
+def _cubic_sum(taps: torch.Tensor, cx: list[torch.Tensor], cy: list[torch.Tensor], exact: bool,
+               bad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """FMA chains along x (all 4 rows at once), then along y: taps (B, Ho, Wo, 4, 4) float64 holding float32
+    values, weights (B, Ho, Wo) float32. Returns the float32 result and `bad` or-ed as in `_fma`."""
     wx = [k.unsqueeze(-1) for k in cx]  # broadcast over the row axis
     if exact:
         t32 = taps.float()
@@ -298,20 +295,27 @@ def cubic_remap(src: torch.Tensor, map_x: torch.Tensor, map_y: torch.Tensor) -> 
     mx = torch.nan_to_num(map_x, nan=-_MAX_POS).clamp(-_MAX_POS, _MAX_POS)
     my = torch.nan_to_num(map_y, nan=-_MAX_POS).clamp(-_MAX_POS, _MAX_POS)
     ix, iy = torch.floor(mx), torch.floor(my)
-    fx, fy = (mx - ix).unsqueeze(1), (my - iy).unsqueeze(1)
+    fx, fy = mx - ix, my - iy
     # a one-pixel zero frame, and tap indices clamped onto it, gives OpenCV's constant-0 border for free
     padded = F.pad(src, (1, 1, 1, 1)).double().reshape(b, c, (h + 2) * (w + 2))
     k4 = torch.arange(4, device=dev)
     # taps are at floor(pos) - 1 .. floor(pos) + 2; +1 for the frame
     ys = (iy.to(torch.int64).unsqueeze(-1) + (k4 - 1)).clamp(-1, h) + 1  # (B, Ho, Wo, 4)
     xs = (ix.to(torch.int64).unsqueeze(-1) + (k4 - 1)).clamp(-1, w) + 1
-    flat = ys.unsqueeze(-1) * (w + 2) + xs.unsqueeze(-2)
-    idx = flat.reshape(b, 1, ho * wo * 16).expand(b, c, ho * wo * 16)
-    taps = padded.gather(2, idx).view(b, c, ho, wo, 4, 4)
-    out, bad = _cubic_sum(taps, fx, fy, exact=False)
-    if bool(bad):  # rare (an inexact float64 sum on a float32 midpoint): redo with round-to-odd FMAs
-        out, _ = _cubic_sum(taps, fx, fy, exact=True)
-    return out
+    idx = (ys.unsqueeze(-1) * (w + 2) + xs.unsqueeze(-2)).reshape(b, ho * wo * 16)
+    for exact in (False, True):
+        bad = torch.zeros((), dtype=torch.bool, device=dev)
+        cx, bad = _cubic_coeffs(fx, exact, bad)
+        cy, bad = _cubic_coeffs(fy, exact, bad)
+        channels = []
+        for ch in range(c):  # one channel at a time keeps the float64 taps small
+            taps = padded[:, ch].gather(1, idx).view(b, ho, wo, 4, 4)
+            out, bad = _cubic_sum(taps, cx, cy, exact, bad)
+            channels.append(out)
+        # rare (an inexact float64 sum on a float32 midpoint): redo with round-to-odd FMAs
+        if exact or not bool(bad):
+            break
+    return torch.stack(channels, dim=1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -464,11 +468,11 @@ def _iterate(u1: torch.Tensor, u2: torch.Tensor, p: list[torch.Tensor], wd: _War
     zero = torch.zeros((), device=u1.device, dtype=u1.dtype)
     fi = -rho / wd.grad  # only used where grad > FLT_EPSILON
     below, above = rho < -lt_grad, rho > lt_grad
-    flat = wd.grad > _FLT_EPSILON
+    textured = wd.grad > _FLT_EPSILON
 
     def step(ix: torch.Tensor) -> torch.Tensor:
         lt_i = ix * c.l_t
-        return torch.where(below, lt_i, torch.where(above, -lt_i, torch.where(flat, fi * ix, zero)))
+        return torch.where(below, lt_i, torch.where(above, -lt_i, torch.where(textured, fi * ix, zero)))
 
     v1 = u1 + step(wd.i1wx)
     v2 = u2 + step(wd.i1wy)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fractions import Fraction
 
 import av
 import cv2
@@ -263,3 +264,43 @@ def test_numpy_wrapper_and_input_types() -> None:
         tvl1.tvl1_flow(torch.zeros(20, 20, dtype=torch.int32), torch.zeros(20, 20, dtype=torch.int32))
     with pytest.raises(ValueError):
         tvl1.tvl1_flow(torch.zeros(20, 20), torch.zeros(20, 21))
+
+
+def test_fma_emulation_rounds_once() -> None:
+    """float32 fma via float64: the round-to-odd fallback fixes the double-rounding case, and the fast path
+    flags it. a*b = 1 + 2^-36 and c = 2^24: the exact sum is just above the float32 midpoint 2^24 + 1, which
+    float64 rounds onto, after which float32 ties-to-even would give 2^24 instead of 2^24 + 2."""
+    a = torch.tensor([1 + 2.0**-12], dtype=torch.float32)
+    b = torch.tensor([1 - 2.0**-12 + 2.0**-24], dtype=torch.float32)
+    c = torch.tensor([2.0**24], dtype=torch.float32)
+    assert float((a.double() * b.double() + c.double()).float()) == 2.0**24  # the trap
+    assert float(tvl1._fma_exact(a, b, c)) == 2.0**24 + 2
+    _, bad = tvl1._fma(a.double(), b.double(), c, torch.zeros((), dtype=torch.bool))
+    assert bool(bad)
+
+    rng = np.random.default_rng(5)
+    x, y, z = (torch.from_numpy((rng.standard_normal(300) * 10.0 ** rng.integers(-3, 4, 300)).astype(np.float32))
+               for _ in range(3))
+    exact = tvl1._fma_exact(x, y, z)
+    fast, _ = tvl1._fma(x.double(), y.double(), z, torch.zeros((), dtype=torch.bool))
+    for i in range(300):
+        true = Fraction(float(x[i])) * Fraction(float(y[i])) + Fraction(float(z[i]))
+        got = np.float32(float(exact[i]))
+        # `got` is the float32 nearest to `true`: neither float32 neighbour is closer
+        for nb in (np.nextafter(got, np.float32(-np.inf)), np.nextafter(got, np.float32(np.inf))):
+            assert abs(Fraction(float(nb)) - true) >= abs(Fraction(float(got)) - true)
+    assert torch.equal(fast, exact)
+
+
+def test_cubic_remap_exact_path_equals_fast_path() -> None:
+    """The round-to-odd remap (used when the fast path meets a midpoint) computes the same formula."""
+    rng = np.random.default_rng(6)
+    taps = torch.from_numpy((rng.random((2, 5, 7, 4, 4)) * 255).astype(np.float32)).double()
+    frac = [torch.from_numpy(rng.random((2, 5, 7)).astype(np.float32)) for _ in range(2)]
+    no = torch.zeros((), dtype=torch.bool)
+    results = []
+    for exact in (False, True):
+        cx, _ = tvl1._cubic_coeffs(frac[0], exact, no)
+        cy, _ = tvl1._cubic_coeffs(frac[1], exact, no)
+        results.append(tvl1._cubic_sum(taps, cx, cy, exact, no)[0])
+    assert torch.equal(results[0], results[1])
