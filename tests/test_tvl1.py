@@ -304,3 +304,21 @@ def test_cubic_remap_exact_path_equals_fast_path() -> None:
         cy, _ = tvl1._cubic_coeffs(frac[1], exact, no)
         results.append(tvl1._cubic_sum(taps, cx, cy, exact, no)[0])
     assert torch.equal(results[0], results[1])
+
+
+def test_stopping_uses_opencvs_serial_float32_sum() -> None:
+    """OpenCV stops on a serial float32 sum, which drifts from the true sum: 224*224 terms of 1e-4 sum to
+    5.01714 in float32 but 5.01760 exactly. With the threshold in between, OpenCV stops and so must we; with
+    terms 0.7e-4 the drift goes the other way (3.51388 vs 3.51232)."""
+    n = 224 * 224
+    for value, serial_stops in [(1e-4, True), (0.7e-4, False)]:
+        terms = torch.full((2, 224, 224), value, dtype=torch.float32)
+        serial = float(np.cumsum(terms[0].numpy().ravel(), dtype=np.float32)[-1])
+        exact = float(terms[0].double().sum())
+        threshold = float(np.float32((serial + exact) / 2))
+        assert (serial <= threshold) == serial_stops and (exact <= threshold) != serial_stops
+        decisions, n_serial = tvl1._stopped(terms, threshold)
+        assert decisions == [serial_stops, serial_stops] and n_serial == 2
+    # far from the threshold no serial sum is needed
+    decisions, n_serial = tvl1._stopped(torch.full((1, 224, 224), 1e-4), 0.01 * 0.01 * n * 2)
+    assert decisions == [True] and n_serial == 0
