@@ -32,6 +32,8 @@ from co2cli.co2net import LossWeights, co2_loss  # noqa: E402
 from co2cli.tvl1 import tvl1_flow  # noqa: E402
 
 FIELDS_PER_MINUTE = 1500
+BATCHES = tuple(int(b) for b in os.environ.get("GPU_CHECK_BATCHES", "8,32,64").split(","))
+"""TV-L1 batch sizes timed (GPU_CHECK_BATCHES=2 for a quick dry run on a CPU)."""
 SNIPPETS_PER_MINUTE = 1500 / 16
 
 
@@ -66,7 +68,7 @@ def check_tvl1(data: Path, device: str) -> dict:
                                             and np.percentile(epe, 99, axis=(1, 2)).max() <= 0.5)})
     for region in ("crop", "frame"):
         gray = npz[f"0_{region}_gray"]
-        for batch in (8, 32, 64):
+        for batch in BATCHES:
             reps = -(-batch // (len(gray) - 1))
             prev = torch.from_numpy(np.concatenate([gray[:-1]] * reps)[:batch]).to(device)
             nxt = torch.from_numpy(np.concatenate([gray[1:]] * reps)[:batch]).to(device)

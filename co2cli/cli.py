@@ -283,8 +283,10 @@ def check_writable(target: Path, kind: str = "file") -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise Co2Error(f"{folder}: is a file, not a folder; choose another output location")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise Co2Error(f"{folder}: permission denied (cannot write there); choose another output location")
+    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    if read_only or not os.access(folder, os.W_OK | os.X_OK):
+        why = "read-only file system" if read_only else "permission denied"
+        raise Co2Error(f"{folder}: cannot write there ({why}); choose another output location")
 
 
 def weights_needed(classes: str, checkpoint: str | None, has_videos: bool) -> list[str]:
@@ -873,24 +875,6 @@ def sample_video_cmd(name: str = typer.Argument("tennis", help="tennis, carphone
 # Entry point
 
 
-def _os_error_line(exc: OSError) -> str:
-    """'PATH: Permission denied (check the folder's permissions)' from an OSError."""
-    import errno
-
-    hints = {errno.EACCES: "check the permissions or choose another location",
-             errno.EROFS: "the file system is read-only; choose another location",
-             errno.ENOSPC: "the disk is full; free space or choose another location",
-             errno.EDQUOT: "the disk quota is exceeded; free space or choose another location",
-             errno.ENOENT: "it does not exist (was it moved or deleted?)",
-             errno.EISDIR: "it is a folder; give a file name",
-             errno.ENOTDIR: "a part of the path is a file, not a folder",
-             errno.EEXIST: "it already exists and is in the way"}
-    where = exc.filename or ""
-    reason = exc.strerror or type(exc).__name__
-    hint = hints.get(exc.errno or -1, "")
-    return f"{where}: {reason}" + (f" ({hint})" if hint else "") if where else f"{reason}" + (f" ({hint})" if hint else "")
-
-
 def main() -> None:
     debug = "--debug" in sys.argv[1:] or os.environ.get("CO2CLI_DEBUG", "") not in ("", "0")
     try:
@@ -908,7 +892,9 @@ def main() -> None:
         if debug:
             raise
         if isinstance(exc, OSError):
-            typer.echo(f"error: {_os_error_line(exc)}", err=True)
+            from co2cli.fsio import os_error_message
+
+            typer.echo(f"error: {os_error_message(exc)}", err=True)
             sys.exit(1)
         first = str(exc).splitlines()[0] if str(exc) else ""
         typer.echo(f"error: internal error (a bug in co2cli {__version__}): {type(exc).__name__}: {first} - rerun "

@@ -20,7 +20,7 @@ import numpy as np
 
 from co2cli.errors import Co2Error
 from co2cli.extract import FeatureExtractor, Progress
-from co2cli.fsio import atomic_path, write_text_atomic
+from co2cli.fsio import atomic_path, os_error_message, write_text_atomic
 
 FORMATS = ("npy", "jpg")
 JPEG_QUALITY = 95  # OpenCV's default, what denseflow writes
@@ -114,9 +114,9 @@ class FlowJob:
         final = out_dir / name
         tmp = final.with_name(f".{final.name}.part-jpg")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         count = 0
         try:
+            tmp.mkdir(parents=True)
             for _, fields in pairs:
                 levels = to_jpeg_levels(fields)
                 for plane in levels:
@@ -131,6 +131,8 @@ class FlowJob:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+        except OSError as exc:
+            raise Co2Error(os_error_message(exc, final)) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return count

@@ -7,6 +7,7 @@ most a hidden `.<name>.*.part` temporary that `remove_partials` cleans up.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -14,29 +15,59 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from co2cli.errors import Co2Error
+
 PARTIAL_GLOB = ".*.part*"
 """Temporary files made by `atomic_path` (hidden, never under a final name)."""
+
+
+_HINTS = {errno.EACCES: "check the permissions or choose another location",
+          errno.EPERM: "check the permissions or choose another location",
+          errno.EROFS: "the file system is read-only; choose another location",
+          errno.ENOSPC: "the disk is full; free space or choose another location",
+          errno.EDQUOT: "the disk quota is exceeded; free space or choose another location",
+          errno.ENOENT: "it does not exist (was it moved or deleted?)",
+          errno.EISDIR: "it is a folder; give a file name",
+          errno.ENOTDIR: "a part of the path is a file, not a folder",
+          errno.EEXIST: "something else is in the way there"}
+
+
+def os_error_message(exc: OSError, path: str | Path | None = None) -> str:
+    """'PATH: No space left on device (the disk is full; free space or choose another location)'."""
+    where = path if path is not None else (exc.filename or "")
+    reason = exc.strerror or type(exc).__name__
+    hint = _HINTS.get(exc.errno or -1, "")
+    text = f"{reason} ({hint})" if hint else reason
+    return f"{where}: {text}" if where else text
 
 
 @contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `target`; it replaces `target` only if the block succeeds.
 
-    The temporary name is `.<target name>.<random>.part<suffix>` so `remove_partials` can find it.
+    The temporary name is `.<target name>.<random>.part<suffix>` so `remove_partials` can find it. An OS-level
+    failure (permission, full disk, a folder in the way) becomes one Co2Error naming `target`; the temporary file
+    is removed in every case.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + suffix, dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; final files get the usual permissions
+    tmp_path: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + suffix, dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; final files get the usual permissions
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as exc:
+        raise Co2Error(os_error_message(exc, target)) from None
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
 
 
 @contextmanager
