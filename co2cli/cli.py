@@ -128,7 +128,7 @@ def split_missing(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, s
         elif path.is_dir():
             bad.append((path, f"{path}: is a folder with no inputs"))
         else:
-            bad.append((path, f"{path}: no such file"))
+            bad.append((path, f"{path}: not found (no such file or folder)"))
     return ok, bad
 
 
