@@ -128,7 +128,7 @@ def split_missing(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, s
         elif path.is_dir():
             bad.append((path, f"{path}: is a folder with no inputs"))
         else:
-            bad.append((path, f"{path}: not found (no such file)"))
+            bad.append((path, f"{path}: not found (no such file or folder)"))
     return ok, bad
 
 
@@ -146,6 +146,16 @@ def named_inputs(paths: Sequence[Path]) -> tuple[list[tuple[Path, str]], list[tu
             owner[name] = path
             pairs.append((path, name))
     return pairs, clashes
+
+
+def no_inputs_left(failures: Sequence[tuple[Path, str]]) -> None:
+    """Stop when no input can be processed: a single failure is the error line itself; several get one line
+    each, then the summary error."""
+    if len(failures) == 1:
+        raise Co2Error(failures[0][1])
+    for _, message in failures:
+        typer.echo(f"error: {message}", err=True)
+    raise Co2Error(f"none of the {len(failures)} inputs can be read")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -276,6 +286,10 @@ def check_writable(target: Path, kind: str = "file") -> None:
     way of a folder); missing folders are fine (they are created), their nearest existing parent must be writable."""
     if kind == "file" and target.is_dir():
         raise Co2Error(f"{target}: is a folder; give a file name to write the results to")
+    if kind == "file" and (target.is_symlink() or (target.exists() and not target.is_file())):
+        if target.exists() and not os.access(target, os.W_OK):  # a pipe or device (/dev/stdout): written in place
+            raise Co2Error(f"{target}: permission denied (cannot write there); choose another output location")
+        return
     if kind == "dir" and target.exists() and not target.is_dir():
         raise Co2Error(f"{target}: exists and is not a folder; give a folder to write into")
     folder = target.parent if kind == "file" else target
@@ -287,6 +301,18 @@ def check_writable(target: Path, kind: str = "file") -> None:
     if read_only or not os.access(folder, os.W_OK | os.X_OK):
         why = "read-only file system" if read_only else "permission denied"
         raise Co2Error(f"{folder}: cannot write there ({why}); choose another output location")
+
+
+def write_result_file(target: Path, text: str) -> None:
+    """--output: a regular file is replaced atomically (no reader sees half a file); a pipe, a device or a symlink
+    (/dev/stdout, a FIFO) is written into in place, never replaced by a new file."""
+    from co2cli.fsio import write_text_atomic
+
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        write_text_atomic(target, text)
 
 
 def weights_needed(classes: str, checkpoint: str | None, has_videos: bool) -> list[str]:
@@ -345,7 +371,7 @@ def localize(
     from co2cli import weights
     from co2cli.pipeline import FEATURE_SUFFIXES, default_classes
 
-    fmt_name = output_format(fmt, output)
+    fmt_name = "all" if fmt is None and output_dir is not None else output_format(fmt, output)
     if output is not None and output_dir is not None:
         raise UsageError("--output and --output-dir exclude each other")
     if fmt_name == "all" and output_dir is None:
@@ -359,23 +385,35 @@ def localize(
     named, clashes = named_inputs(existing)
     failures += clashes
     if not named:
-        for _, message in failures:
-            typer.echo(f"error: {message}", err=True)
-        raise Co2Error("none of the inputs can be read")
+        no_inputs_left(failures)
+    if fmt_name in ("srt", "vtt") and output_dir is None and len(named) > 1:
+        raise UsageError(f"--format {fmt_name} is subtitles for one video: for {len(named)} inputs use --output-dir "
+                         "DIR (one file per input)")
     for target, kind in ((output, "file"), (output_dir, "dir"), (plot, "dir"), (html, "dir")):
         if target is not None:
             check_writable(target, kind)
     chosen = classes.value if classes else default_classes(checkpoint)
+    if chosen == "kinetics" and checkpoint is not None:
+        raise UsageError("--checkpoint is a CO2-Net checkpoint; the kinetics classes use none (choose --classes "
+                         "thumos or activitynet with it)")
     has_videos = any(p.suffix.lower() not in FEATURE_SUFFIXES for p, _ in named)
-    weights.require(weights_needed(chosen, checkpoint, has_videos))
+    try:
+        weights.require(weights_needed(chosen, checkpoint, has_videos))
+    except Co2Error:
+        for path, message in failures:  # what was already found wrong is not lost behind the weights error
+            typer.echo(f"error: {message}", err=True)
+        raise
 
     from co2cli.pipeline import load_model
+
+    started = time.perf_counter()
 
     localizer = load_model(chosen, checkpoint=checkpoint, device=device.value, use_cache=not no_cache,
                            max_side_px=max_side, flow_backend=flow_backend.value, flow_region=flow_region.value,
                            flow_workers=flow_workers)
+    check_only(only, localizer)
+    model_sha256 = model_weights_sha256(chosen, checkpoint)
     echo_err(f"model: {localizer.description}", quiet)
-    started = time.perf_counter()
     analyses: list[Analysis] = []
     with Reporter(len(named), "inputs", quiet) as reporter:
         for path, name in named:
@@ -393,7 +431,7 @@ def localize(
     wall = time.perf_counter() - started
     if analyses:
         _write_localize_outputs(analyses, localizer, fmt_name, view, top_k, only, output, output_dir, plot, html,
-                                quiet)
+                                quiet, model_sha256)
     for path, message in failures:
         typer.echo(f"error: {message}" if str(path) in message else f"error: {path}: {message}", err=True)
     video_seconds = sum(a.duration_s or a.timeline_s for a in analyses)
@@ -402,15 +440,52 @@ def localize(
         raise typer.Exit(1)
 
 
+def parse_only(only_text: str | None) -> list[str] | None:
+    return [c.strip() for c in only_text.split(",") if c.strip()] if only_text else None
+
+
+def check_only(only_text: str | None, localizer: object) -> None:
+    """--only names must be classes of the model (case-insensitive): a typo is a usage error, not an empty result."""
+    import difflib
+
+    names = list(getattr(localizer, "class_names", []) or [])
+    known = {n.casefold() for n in names}
+    unknown = [n for n in parse_only(only_text) or [] if n.casefold() not in known]
+    if names and unknown:
+        close = [m for n in unknown for m in difflib.get_close_matches(n, names, n=1)]
+        raise UsageError(f"--only: {', '.join(repr(n) for n in unknown)} is not a class of "
+                         f"{getattr(localizer, 'description', 'the model')}"
+                         + (f" (did you mean {', '.join(close)}?)" if close else ""))
+
+
+def model_weights_sha256(classes: str, checkpoint: str | None) -> dict[str, str | None]:
+    """SHA-256 of the weights the localizer itself reads (CO2-Net, or the I3D head for kinetics), for the results'
+    provenance: an installed weight's recorded hash, or the hash of a --checkpoint file."""
+    from co2cli import weights
+
+    if classes == "kinetics":
+        return {"i3d-rgb": weights.installed().get("i3d-rgb", {}).get("sha256")}
+    name = "co2-thumos" if classes == "thumos" else "co2-activitynet"
+    if checkpoint is not None and (Path(checkpoint).exists() or "/" in checkpoint or Path(checkpoint).suffix):
+        return {name: weights.sha256_file(Path(checkpoint))}  # a path (as pipeline.resolve_checkpoint decides)
+    return {name: weights.installed().get(checkpoint or name, {}).get("sha256")}
+
+
 def _shown(analysis: Analysis, merged: bool, top_k: int | None, only: list[str] | None) -> list:
+    """The segments an output shows: merged (see writers.merge_segments), or the raw proposals in their original
+    order, filtered by `only` and cut to the `top_k` best."""
     from co2cli.writers import merge_segments
 
     if merged:
         return merge_segments(analysis.segments, top_k, only)
+    shown = list(analysis.segments)
     if only:
         wanted = {name.casefold() for name in only}
-        return [s for s in analysis.segments if s.label_name.casefold() in wanted]
-    return list(analysis.segments)
+        shown = [s for s in shown if s.label_name.casefold() in wanted]
+    if top_k is not None:
+        best = set(sorted(range(len(shown)), key=lambda i: -shown[i].score)[:top_k])
+        shown = [s for i, s in enumerate(shown) if i in best]
+    return shown
 
 
 def _render(fmt: str, results: dict, run: object, title: str) -> str:
@@ -423,7 +498,9 @@ def _render(fmt: str, results: dict, run: object, title: str) -> str:
     if fmt in ("srt", "vtt"):
         segments = [s for segs in results.values() for s in segs]
         return writers.to_srt(segments) if fmt == "srt" else writers.to_vtt(segments)
-    return writers.render_text(writers.to_table(results, title=title), width=110)
+    # the legend is its own line under the table (a caption would be wrapped to the table's width)
+    return writers.render_text(writers.to_table(results, title=title, caption=None), width=110) + \
+        writers.SCORE_LEGEND + "\n"
 
 
 def _review_page(analyses: Sequence[Analysis], shown: dict, page_dir: Path, model: str) -> str:
@@ -443,15 +520,16 @@ def _review_page(analyses: Sequence[Analysis], shown: dict, page_dir: Path, mode
 
 def _write_localize_outputs(analyses: Sequence[Analysis], localizer: object, fmt: str, view: View | None,
                             top_k: int | None, only_text: str | None, output: Path | None, output_dir: Path | None,
-                            plot: Path | None, html: Path | None, quiet: bool) -> None:
+                            plot: Path | None, html: Path | None, quiet: bool,
+                            model_sha256: dict[str, str | None] | None = None) -> None:
     from co2cli import writers
     from co2cli.fsio import write_text_atomic
 
-    only = [c.strip() for c in only_text.split(",") if c.strip()] if only_text else None
+    only = parse_only(only_text)
     description = getattr(localizer, "description", "co2cli")
     extractor = getattr(localizer, "_extractor", None)
-    run = writers.RunInfo(description, dict(getattr(extractor, "weights_sha256", {}) or {}), __version__,
-                          {a.video: a.duration_s for a in analyses})
+    run = writers.RunInfo(description, {**(model_sha256 or {}), **(getattr(extractor, "weights_sha256", {}) or {})},
+                          __version__, {a.video: a.duration_s for a in analyses})
     title = f"Actions found by {description}"
 
     def results_for(format_name: str) -> dict:
@@ -474,15 +552,16 @@ def _write_localize_outputs(analyses: Sequence[Analysis], localizer: object, fmt
         echo_err(f"wrote {len(analyses)} result(s) per format into {output_dir}", quiet)
     elif output is not None:
         if fmt == "html":
-            write_text_atomic(output, _review_page(analyses, results_for("html"), output.parent, description))
+            write_result_file(output, _review_page(analyses, results_for("html"), output.parent, description))
         else:
-            write_text_atomic(output, _render(fmt, results_for(fmt), run, title))
+            write_result_file(output, _render(fmt, results_for(fmt), run, title))
         echo_err(f"wrote {output}", quiet)
     elif fmt == "table":
         from rich.console import Console
 
         console = Console(width=max(Console().width, 100))
-        console.print(writers.to_table(results_for("table"), title=title))
+        console.print(writers.to_table(results_for("table"), title=title, caption=None))
+        console.print(writers.SCORE_LEGEND, soft_wrap=True, markup=False, highlight=False)
     elif fmt != "html":
         sys.stdout.write(_render(fmt, results_for(fmt), run, title))
         sys.stdout.flush()
@@ -612,9 +691,7 @@ def extract_features(
     named, clashes = named_inputs(existing)
     failures += clashes
     if not named:
-        for _, message in failures:
-            typer.echo(f"error: {message}", err=True)
-        raise Co2Error("none of the inputs can be read")
+        no_inputs_left(failures)
     try:
         weights.require([WEIGHT_NAMES[s] for s in chosen])
     except Co2Error as exc:
@@ -686,9 +763,7 @@ def extract_flow(
     named, clashes = named_inputs(existing)
     failures += clashes
     if not named:
-        for _, message in failures:
-            typer.echo(f"error: {message}", err=True)
-        raise Co2Error("none of the inputs can be read")
+        no_inputs_left(failures)
 
     from co2cli.batch import BatchEvents, run_batch
     from co2cli.extract import FeatureExtractor
@@ -875,10 +950,33 @@ def sample_video_cmd(name: str = typer.Argument("tennis", help="tennis, carphone
 # Entry point
 
 
+def _parser_errors() -> tuple[type[Exception], type[Exception]]:
+    """(UsageError, ClickException) of the click that typer runs on (newer typer vendors its own copy)."""
+    mro = typer.BadParameter.__mro__
+    return (next(c for c in mro if c.__name__ == "UsageError"), next(c for c in mro if c.__name__ == "ClickException"))
+
+
 def main() -> None:
     debug = "--debug" in sys.argv[1:] or os.environ.get("CO2CLI_DEBUG", "") not in ("", "0")
+    parser_usage_error, parser_error = _parser_errors()
     try:
-        app()  # standalone: the parser reports its own usage errors (exit 2) and handles --help / Exit
+        # Not standalone, so the parser's own errors come here and are reported in one line, like ours.
+        code = app(standalone_mode=False)
+    except parser_usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `co2` or `co2 weights` alone: the help, exit 2
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(2)
+        message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+        ctx = getattr(exc, "ctx", None)
+        typer.echo(f"error: {message}" + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""),
+                   err=True)
+        sys.exit(2)
+    except parser_error as exc:
+        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)  # type: ignore[attr-defined]
+        sys.exit(getattr(exc, "exit_code", 1))
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
     except UsageError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -900,6 +998,7 @@ def main() -> None:
         typer.echo(f"error: internal error (a bug in co2cli {__version__}): {type(exc).__name__}: {first} - rerun "
                    "with --debug (or CO2CLI_DEBUG=1) for the traceback and report it", err=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

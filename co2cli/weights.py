@@ -176,7 +176,8 @@ def _not_installed_message(name: str) -> str:
 
 def _where_from(name: str) -> str:
     entry = info(name)
-    return f"{name} ({entry.description.split(',')[0]}; from {entry.source}; install: `{entry.install_command}`)"
+    what = entry.description.split(",")[0].split(" (")[0]  # the first clause, without an unclosed parenthesis
+    return f"{name} ({what}; from {entry.source}; install: `{entry.install_command}`)"
 
 
 def require(names: list[str] | tuple[str, ...]) -> None:
