@@ -371,6 +371,8 @@ def localize(
     from co2cli import weights
     from co2cli.pipeline import FEATURE_SUFFIXES, default_classes
 
+    if output is not None and output.is_dir():
+        raise Co2Error(f"{output}: is a folder; give a file name to write the results to (or use --output-dir)")
     fmt_name = "all" if fmt is None and output_dir is not None else output_format(fmt, output)
     if output is not None and output_dir is not None:
         raise UsageError("--output and --output-dir exclude each other")
