@@ -477,12 +477,16 @@ def build_model(n_class: int, s: Settings) -> CO2Net:
 
 
 def train_step(model: CO2Net, optimizer: torch.optim.Optimizer, features: np.ndarray, labels: np.ndarray,
-               weights: LossWeights, device: torch.device) -> float:
-    """One optimizer step on a (B, T, 2048) batch with (B, C) labels; returns the loss."""
+               weights: LossWeights, device: torch.device, parts: dict[str, float] | None = None) -> float:
+    """One optimizer step on a (B, T, 2048) batch with (B, C) labels; returns the loss. A `parts` dict given
+    receives the loss terms as floats (per-video terms averaged over the batch)."""
     model.train()
     x = torch.from_numpy(features).to(device)
     y = torch.from_numpy(labels).to(device)
-    loss, _ = co2_loss(model(x), y, weights)
+    loss, terms = co2_loss(model(x), y, weights)
+    if parts is not None:
+        parts.update(total=float(loss.detach()), **{k: float(v.detach().mean()) for k, v in terms.items()
+                                                     if k != "cas_supp"})
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -514,12 +518,16 @@ def _write_summary(s: Settings, data: TrainData, prog: _Progress, selected_on: s
 
 
 OnIteration = Callable[[int, float], None]
+OnStep = Callable[[int, list[int], np.ndarray, dict[str, float]], None]
 
 
-def train(config: TrainConfig, on_iteration: OnIteration | None = None) -> TrainResult:
+def train(config: TrainConfig, on_iteration: OnIteration | None = None,
+          on_step: OnStep | None = None) -> TrainResult:
     """Train (or resume) as configured; returns where things were written and the best scores.
 
-    `on_iteration(steps_done, loss)` is called after every step (tests use it to interrupt a run).
+    `on_iteration(steps_done, loss)` is called after every step (tests use it to interrupt a run);
+    `on_step(steps_done, dataset_rows, batch, loss_parts)` too, with the batch just trained on (tests compare
+    the batches and loss terms with the original's).
     """
     started = time.perf_counter()
     s = resolve(config)
@@ -553,8 +561,11 @@ def train(config: TrainConfig, on_iteration: OnIteration | None = None) -> Train
         with Progress(*columns, console=console, disable=not s.progress, transient=False) as bar:
             task = bar.add_task("train", total=s.max_iter, completed=prog.iteration, status="")
             for step in range(prog.iteration, s.max_iter):
-                batch, labels, _ = sampler.sample()
-                loss = train_step(model, optimizer, batch, labels, weights, s.device)
+                batch, labels, rows = sampler.sample()
+                parts: dict[str, float] | None = {} if on_step is not None else None
+                loss = train_step(model, optimizer, batch, labels, weights, s.device, parts)
+                if on_step is not None:
+                    on_step(step + 1, rows, batch, parts)
                 if not math.isfinite(loss):
                     raise Co2Error(f"the loss became {loss} at iteration {step + 1}; try a lower --lr")
                 prog.iteration = step + 1

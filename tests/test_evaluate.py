@@ -52,10 +52,29 @@ def test_ground_truth_rounds_half_to_even(ann) -> None:
     assert sum(g.start == g.end for g in gts) == 17  # zero-length after rounding; still counted
 
 
-def test_ambiguous_filter_changes_the_score(ann) -> None:
+def readme_ambiguous_filter(preds: list, path) -> list:
+    """The original `filter_segments` as the fixture README states it, written here independently: a prediction
+    is dropped if range(int(s), int(e)) shares a snippet with range(round(a*25/16), round(b*25/16)) for any entry
+    (video, a, b) of Ambiguous_test.txt (whitespace-split fields 0, 1, 2: two spaces follow the name)."""
+    ranges: dict[str, list[set]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            video, a, b = line.split()[:3]
+            ranges.setdefault(video, []).append(set(range(round(float(a) * 25 / 16), round(float(b) * 25 / 16))))
+    return [p for p in preds if not any(set(range(int(p.start), int(p.end))) & r for r in ranges.get(p.video, []))]
+
+
+def test_ambiguous_filter_changes_the_score(ann, expected) -> None:
+    """With the filter on, the mAP is that of the predictions left by the README's rule (evaluated unfiltered,
+    which equals the fixture's numbers for the full table)."""
     preds, _ = read_predictions(CO2_FIXTURES / "detection_predictions_good.csv", ann.classlist)
+    kept = readme_ambiguous_filter(preds, THUMOS_ANNOTATIONS / "Ambiguous_test.txt")
+    assert 0 < len(preds) - len(kept) < len(preds)
     on = detection_map(preds, ann, filter_ambiguous_segments=True)
     off = detection_map(preds, ann, filter_ambiguous_segments=False)
+    np.testing.assert_allclose(off.map, expected["good"]["mAP"], atol=1e-9, rtol=0)
+    np.testing.assert_allclose(on.map, detection_map(kept, ann, filter_ambiguous_segments=False).map,
+                               atol=1e-12, rtol=0)
     assert not np.allclose(on.map, off.map)
 
 

@@ -31,7 +31,6 @@ WIDTHS = dict(feature_dim=256, hidden_dim=256, attention_dim=64)
 LEARN_SPEC = SyntheticSpec(n_classes=20, n_train=80, n_test=40, noise=1.0, context=0.25, seed=0,
                            feature_dim=WIDTHS["feature_dim"])
 LEARN = dict(max_iter=800, lr=3e-4, max_seqlen=64, eval_every=100, seed=0, **WIDTHS)
-SMALL = dict(hidden_dim=64, attention_dim=16)  # for tests of the machinery, not of learning
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -273,42 +272,7 @@ def test_cli_train_writes_official_checkpoint_and_resumes(small_data, tmp_path) 
     assert changed.returncode == 1 and "lr = 5e-05, not 0.0001" in changed.stderr
 
 
-class Interrupt(Exception):
-    pass
-
-
-def _final_state(path: Path) -> dict:
-    return torch.load(state_path(path), weights_only=True)
-
-
-def test_killed_and_resumed_equals_uninterrupted(small_data, tmp_path) -> None:
-    common = dict(dataset="thumos14", features=small_data.features, max_iter=9, max_seqlen=16, eval_every=4,
-                  save_every=3, seed=11, lr=1e-3, progress=False, device="cpu", **SMALL)
-    straight = train(TrainConfig(output=tmp_path / "a" / "m.pkl", **common))
-
-    def kill_at_7(step: int, loss: float) -> None:
-        if step == 7:  # the state on disk is from step 6 (save_every 3); step 7 is lost, as in a real kill
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train(TrainConfig(output=tmp_path / "b" / "m.pkl", **common), on_iteration=kill_at_7)
-    assert _final_state(tmp_path / "b" / "m.pkl")["iteration"] == 6
-    resumed = train(TrainConfig(output=tmp_path / "b" / "m.pkl", **common))
-    assert resumed.resumed_from == 6 and resumed.iterations == straight.iterations == 9
-    a, b = _final_state(tmp_path / "a" / "m.pkl"), _final_state(tmp_path / "b" / "m.pkl")
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    for (ka, va), (kb, vb) in zip(a["optimizer"]["state"].items(), b["optimizer"]["state"].items()):
-        assert all(torch.equal(va[n], vb[n]) for n in va)
-    assert a["sampler_rng"] == b["sampler_rng"] and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
-    best_a, best_b = read_state_dict(tmp_path / "a" / "m.pkl"), read_state_dict(tmp_path / "b" / "m.pkl")
-    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
-    assert [h.map for h in straight.history] == [h.map for h in resumed.history]
-    # A different seed gives different weights (the comparison above is not vacuous).
-    other = train(TrainConfig(output=tmp_path / "c" / "m.pkl", **(common | {"seed": 12})))
-    assert other.iterations == 9
-    c = _final_state(tmp_path / "c" / "m.pkl")
-    assert not torch.equal(a["model"]["classifier.4.weight"], c["model"]["classifier.4.weight"])
+# Resuming after a real SIGKILL (subprocess, bit-exact against an uninterrupted run): tests/test_resume_sigkill.py
 
 
 # ---------------------------------------------------------------------------------------------------------------

