@@ -37,11 +37,11 @@ def snippets_to_seconds(snippets: float, snippet_seconds: Fraction = SNIPPET_SEC
 def seconds_to_snippets(seconds: float, snippet_seconds: Fraction = SNIPPET_SECONDS) -> float:
     """Seconds in (continuous, unrounded) snippet units, as the original's evaluator expects predictions.
 
-    Computed as ``seconds * 25 / 16`` in float64 (the original's expression) for the default rate.
+    The decimal the seconds were written as is converted exactly (Fraction of its shortest repr), so a boundary
+    written by `snippets_to_seconds` comes back as the same snippet: 4.48 s -> 7.0, not 7.000000000000001,
+    which would flip tIoU ties at the thresholds.
     """
-    if Fraction(snippet_seconds) == SNIPPET_SECONDS:
-        return seconds * FPS / SNIPPET_FRAMES
-    return seconds / float(snippet_seconds)
+    return float(Fraction(repr(float(seconds))) / Fraction(snippet_seconds))
 
 
 def quantize_to_snippet(seconds: float) -> int:

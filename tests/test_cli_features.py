@@ -147,10 +147,6 @@ def test_evaluate_cli_json(tmp_path: Path) -> None:
     assert_one_line_error(co2("evaluate", header, "-a", THUMOS_ANNOTATIONS), "no predictions")
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: co2 evaluate reads JSON seconds as float(s) * 25/16, so "
-                   "co2 localize's 4.48 s (snippet 7) comes back as 7.000000000000001 and tIoU ties at the thresholds "
-                   "flip (mAP@0.2 0.002137 instead of 0.002499, @0.5 0.000149 instead of 0.000342); converting via "
-                   "Fraction(repr(s)) * 25/16 makes this pass")
 def test_localize_then_evaluate_round_trip(features: Path, tmp_path: Path) -> None:
     """Our JSON (seconds, class names) through `co2 evaluate` (ambiguous filter on) scores what the original's own
     proposals for the same cas/attn (proposals_random320.csv, snippet units) score. The features are saved under

@@ -54,7 +54,7 @@ def make_logits(T: int, blocks: list[tuple[int, int, int, float]], seed: int = 0
 
 def got(logits: np.ndarray) -> list[tuple[int, float, float, float]]:
     proposals, _, _ = kinetics_proposals(logits)
-    return [(p.label, p.start_snippet, p.end_snippet, p.score) for p in proposals]
+    return [(p.label, p.start, p.end, p.score) for p in proposals]
 
 
 def assert_segments(actual, expected) -> None:
