@@ -221,6 +221,32 @@ class _Worker:
 # The pool
 
 
+def _ray_messages_to_stderr(quiet: bool) -> Callable[[], None]:
+    """Send the messages Ray's driver prints about cluster events (a worker died, ...) to stderr, or nowhere
+    with `quiet`: stdout carries results only. Returns the undo. (Ray prints them to stdout from a thread, via
+    `ray._private.worker.print_to_stdstream`; if a Ray version lacks it, nothing changes.)"""
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:
+        return lambda: None
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None:
+        return lambda: None
+
+    def to_stderr(data: dict, ignore_prefix: bool) -> None:
+        if not quiet:
+            original({**data, "is_err": True}, ignore_prefix)
+
+    ray_worker.print_to_stdstream = to_stderr
+
+    def undo() -> None:
+        if ray_worker.print_to_stdstream is to_stderr:
+            ray_worker.print_to_stdstream = original
+
+    return undo
+
+
+
 @dataclass
 class _Slot:
     actor: Any
@@ -262,6 +288,7 @@ class RayPool:
         """Videos resubmitted after a worker died."""
         self.address = ""
         self._weights_ref: Any = None
+        self._restore_stdstream: Callable[[], None] = lambda: None
 
     def __enter__(self) -> RayPool:
         return self
@@ -291,6 +318,7 @@ class RayPool:
                 raise Co2Error(f"cannot connect to the Ray cluster at {address}: {first} (start one with `ray start "
                                "--head`, then pass its address with --ray-address or $RAY_ADDRESS)") from None
             self.started_ray = True
+            self._restore_stdstream = _ray_messages_to_stderr(self.options.quiet)
             self.address = "a local Ray started for this run" if address == "local" else address
         else:
             self.address = "the connected Ray cluster"
@@ -360,6 +388,7 @@ class RayPool:
         self._weights_ref = None
         if self.started_ray:
             ray.shutdown()
+            self._restore_stdstream()
         self.connected = self.started_ray = False
 
     # -- introspection (progress, tests) -------------------------------------------------------------------
@@ -435,6 +464,8 @@ class RayPool:
         def worker_died(slot: _Slot, reason: BaseException) -> None:
             """The worker of `slot` died: charge its oldest video, requeue the rest, wait for its restart."""
             self.deaths += 1
+            self._note(f"note: the Ray worker {slot.info.get('pid', '?')} on {slot.info.get('host', '?')} died "
+                       f"({type(reason).__name__}); Ray restarts it and its video(s) are resubmitted")
             refs = list(slot.inflight)
             slot.inflight.clear()
             for position, ref in enumerate(refs):

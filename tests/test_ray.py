@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,7 @@ def test_two_node_cluster_matches_local_executor(cluster, home: Path, clips: Pat
 
 
 def test_killed_worker_costs_only_a_retry_and_rerun_skips(cluster, home: Path, clips: Path, local_run,
-                                                          tmp_path: Path, monkeypatch) -> None:
+                                                          tmp_path: Path, monkeypatch, capfd) -> None:
     from co2cli import distributed
     from co2cli.batch import BatchEvents
     from co2cli.cli import named_inputs
@@ -136,7 +137,7 @@ def test_killed_worker_costs_only_a_retry_and_rerun_skips(cluster, home: Path, c
     named, _ = named_inputs(sorted(clips.glob("*.mp4")))
     out = tmp_path / "out"
     killed: list[tuple[int, bool]] = []
-    options = distributed.ClusterOptions(address=cluster.address, quiet=True)
+    options = distributed.ClusterOptions(address=cluster.address)
 
     with distributed.RayPool(distributed.WorkerSpec(("rgb",)), options) as pool:
         def on_end(item) -> None:  # noqa: ANN001
@@ -148,6 +149,9 @@ def test_killed_worker_costs_only_a_retry_and_rerun_skips(cluster, home: Path, c
 
         items = distributed.extract_batch(named, out, pool, events=BatchEvents(on_end=on_end))
         deaths, resubmitted = pool.deaths, pool.resubmitted
+    captured = capfd.readouterr()
+    assert captured.out == ""  # Ray's own report of the death goes to stderr: stdout carries results only
+    assert "Ray worker" in captured.err and "died" in captured.err
     assert killed == [(killed[0][0], True)]  # one worker, killed while it was extracting a video
     assert deaths == 1 and resubmitted >= 1
     status = {item.name: item.status for item in items}
@@ -156,12 +160,43 @@ def test_killed_worker_costs_only_a_retry_and_rerun_skips(cluster, home: Path, c
     [failed] = [item for item in items if item.status == "failed"]
     assert f"error: {failed.message}" == error_lines(local_run[1])[0]
 
-    # A rerun skips what is finished (files untouched) and only retries the bad file.
+    # A rerun skips what is finished (files untouched) and only retries the bad file; an output another job
+    # holds the claim of (here: c, redone by a thread) is left to it and taken as done once it lets go.
+    from co2cli.batch import claim
+    from co2cli.features import save
+
+    c_npy, c_json = out / "c.npy", out / "c.json"
+    c_features, c_recipe = np.load(c_npy), json.loads(c_json.read_text())
+    c_npy.unlink(), c_json.unlink()
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    with distributed.RayPool(distributed.WorkerSpec(("rgb",)), options) as pool:
-        again = distributed.extract_batch(named, out, pool)
-    assert {item.name: item.status for item in again} == {**{n: "skipped" for n in GOOD}, "bad": "failed"}
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+    holding, release = threading.Event(), threading.Event()
+
+    def other_job() -> None:
+        with claim(out, "c"):
+            holding.set()
+            release.wait(60)
+            save(out, "c", c_features, c_recipe)
+
+    thread = threading.Thread(target=other_job)
+    thread.start()
+    holding.wait(10)
+
+    def on_end_rerun(item) -> None:  # noqa: ANN001 - the bad file is the only one that runs: c is free after it
+        if item.status == "failed":
+            release.set()
+
+    try:
+        with distributed.RayPool(distributed.WorkerSpec(("rgb",)), options) as pool:
+            again = distributed.extract_batch(named, out, pool, events=BatchEvents(on_end=on_end_rerun))
+    finally:
+        release.set()
+        thread.join()
+    assert {item.name: (item.status, item.message) for item in again if item.status != "failed"} == {
+        "a": ("skipped", "already extracted"), "b": ("skipped", "already extracted"),
+        "c": ("skipped", "extracted by another job"), "d": ("skipped", "already extracted")}
+    assert [item.name for item in again if item.status == "failed"] == ["bad"]
+    assert all(p.stat().st_mtime_ns == mtime for p in out.iterdir() if (mtime := mtimes.get(p.name)))
+    assert outputs(out) == outputs(local_run[0])
 
 
 def test_worker_that_cannot_fit_is_one_error(cluster, home: Path, clips: Path, tmp_path: Path) -> None:
