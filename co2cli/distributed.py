@@ -168,9 +168,11 @@ class _Worker:
         self.cwd_ok = os.path.isdir(cwd)
         if self.cwd_ok:
             os.chdir(cwd)  # relative inputs resolve as on the driver (and messages name them the same way)
+        import cv2
         import torch
 
-        torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(max(1, threads))  # what the worker reserved, not the node's cores
+        cv2.setNumThreads(max(1, threads))  # TV-L1 in this process (flow_workers=1); results do not depend on it
 
     def _ensure(self, shipped_ref: list) -> None:
         if self.extractor is not None or self.error is not None:
