@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -212,6 +212,87 @@ def summary_line(verb: str, done: int, failed: int, video_seconds: float, wall_s
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Executors: --executor local|ray (the Ray side is co2cli.distributed; this block only parses and delegates)
+
+
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def executor_option() -> Any:
+    return typer.Option(Executor.local, "--executor", help="local: in this process; ray: on Ray workers "
+                        "(a cluster, or a local Ray started for the run); needs pip install 'co2cli[ray]'.")
+
+
+def ray_address_option() -> Any:
+    return typer.Option(None, "--ray-address", metavar="ADDRESS", help="With --executor ray: the cluster "
+                        "(`ray start --head` prints it). Default: $RAY_ADDRESS, else a local Ray for the run.")
+
+
+def workers_option() -> Any:
+    return typer.Option(None, "--workers", metavar="N", min=1, help="With --executor ray: workers to start. "
+                        "Default: one per GPU of the cluster, else its CPUs // --cpus-per-worker.")
+
+
+def cpus_per_worker_option() -> Any:
+    return typer.Option(None, "--cpus-per-worker", metavar="N", min=1,
+                        help="With --executor ray: CPUs each worker reserves (its torch threads). Default 1.")
+
+
+def cluster_options(executor: Executor, ray_address: str | None, workers: int | None,
+                    cpus_per_worker: int | None, quiet: bool) -> Any:
+    """distributed.ClusterOptions for --executor ray, None for local. Called first: a missing Ray is one error
+    line (with the install command) before any input is read or model loaded."""
+    if executor is not Executor.ray:
+        given = [name for name, value in (("--ray-address", ray_address), ("--workers", workers),
+                                          ("--cpus-per-worker", cpus_per_worker)) if value is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} --executor ray")
+        return None
+    from co2cli import distributed
+
+    distributed.require_ray()
+    return distributed.ClusterOptions(ray_address, workers, cpus_per_worker or 1, quiet)
+
+
+def extract_on_ray(cluster: Any, named: list[tuple[Path, str]], output: Path, streams: tuple[str, ...],
+                   device: str, batch_size: int, flow_workers: int | None, max_side: int | None, overwrite: bool,
+                   quiet: bool, flow_backend: str = "auto", flow_region: str = "frame") -> tuple[list, float]:
+    """`co2 extract-features --executor ray`: (batch items, wall seconds), as the local run gives them."""
+    from co2cli import distributed
+    from co2cli.batch import BatchEvents
+    from co2cli.features import output_paths
+
+    def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem
+        if item.status != "failed":
+            sys.stdout.write(f"{output_paths(output, item.name)[0]}\n")
+            sys.stdout.flush()
+
+    spec = distributed.WorkerSpec(streams, device, batch_size, flow_workers=flow_workers or 1, max_side_px=max_side,
+                                  flow_backend=flow_backend, flow_region=flow_region)
+    started = time.perf_counter()
+    with distributed.RayPool(spec, cluster) as pool:
+        items = distributed.extract_batch(named, output, pool, overwrite, BatchEvents(on_end=on_end),
+                                          show_progress=not quiet)
+    return items, time.perf_counter() - started
+
+
+def localize_on_ray(cluster: Any, localizer: Any, named: list[tuple[Path, str]], min_score: float | None,
+                    device: str, quiet: bool) -> tuple[list, list[tuple[Path, str]]]:
+    """`co2 localize --executor ray`: (analyses, failures) in input order, as the local loop collects them."""
+    from co2cli import distributed
+
+    def on_analysis(analysis) -> None:  # noqa: ANN001 - pipeline.Analysis
+        if analysis.from_cache:
+            echo_err(f"{analysis.video}: features from the cache ({localizer.cache_folder(analysis.source)}; "
+                     "--no-cache recomputes)", quiet)
+
+    with distributed.pool_for_localizer(localizer, device, cluster) as pool:
+        return distributed.localize_batch(localizer, named, pool, min_score, on_analysis, show_progress=not quiet)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # localize
 
 
@@ -365,8 +446,13 @@ def localize(
     flow_region: FlowRegion = typer.Option(FlowRegion.frame, "--flow-region", help=FLOW_REGION_HELP),
     flow_workers: Optional[int] = typer.Option(None, "--flow-workers", metavar="N", min=1, help=FLOW_WORKERS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, notes or summary on stderr."),
+    executor: Executor = executor_option(),
+    ray_address: Optional[str] = ray_address_option(),
+    workers: Optional[int] = workers_option(),
+    cpus_per_worker: Optional[int] = cpus_per_worker_option(),
 ) -> None:
     """Find action segments (in seconds) in videos or feature files."""
+    cluster = cluster_options(executor, ray_address, workers, cpus_per_worker, quiet)  # --executor ray
     from co2cli import video as video_mod
     from co2cli import weights
     from co2cli.pipeline import FEATURE_SUFFIXES, default_classes
@@ -417,19 +503,23 @@ def localize(
     model_sha256 = model_weights_sha256(chosen, checkpoint)
     echo_err(f"model: {localizer.description}", quiet)
     analyses: list[Analysis] = []
-    with Reporter(len(named), "inputs", quiet) as reporter:
-        for path, name in named:
-            reporter.start(path)
-            try:
-                analysis = localizer.analyze(path, min_score, name)
-            except Co2Error as exc:
-                failures.append((path, str(exc)))
-            else:
-                analyses.append(analysis)
-                if analysis.from_cache:
-                    echo_err(f"{name}: features from the cache ({localizer.cache_folder(path)}; --no-cache "
-                             "recomputes)", quiet)
-            reporter.end()
+    if cluster is not None:  # --executor ray
+        analyses, ray_failures = localize_on_ray(cluster, localizer, named, min_score, device.value, quiet)
+        failures += ray_failures
+    else:
+        with Reporter(len(named), "inputs", quiet) as reporter:
+            for path, name in named:
+                reporter.start(path)
+                try:
+                    analysis = localizer.analyze(path, min_score, name)
+                except Co2Error as exc:
+                    failures.append((path, str(exc)))
+                else:
+                    analyses.append(analysis)
+                    if analysis.from_cache:
+                        echo_err(f"{name}: features from the cache ({localizer.cache_folder(path)}; --no-cache "
+                                 "recomputes)", quiet)
+                reporter.end()
     wall = time.perf_counter() - started
     if analyses:
         _write_localize_outputs(analyses, localizer, fmt_name, view, top_k, only, output, output_dir, plot, html,
@@ -678,8 +768,13 @@ def extract_features(
                                            help="Refuse videos whose long side exceeds PX (default 2560)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose outputs already exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+    executor: Executor = executor_option(),
+    ray_address: Optional[str] = ray_address_option(),
+    workers: Optional[int] = workers_option(),
+    cpus_per_worker: Optional[int] = cpus_per_worker_option(),
 ) -> None:
     """Two-stream I3D features per video (resumable: finished videos are skipped)."""
+    cluster = cluster_options(executor, ray_address, workers, cpus_per_worker, quiet)  # --executor ray
     from co2cli import video as video_mod
     from co2cli import weights
     from co2cli.extract import WEIGHT_NAMES, parse_streams
@@ -700,23 +795,29 @@ def extract_features(
         hint = "; or use --streams rgb for RGB-only (T, 1024) features" if "i3d-flow" in str(exc) else ""
         raise Co2Error(f"{exc}{hint}") from None
 
-    from co2cli.batch import BatchEvents, run_batch
-    from co2cli.extract import FeatureExtractor
-    from co2cli.features import output_paths
+    if cluster is not None:  # --executor ray
+        items, wall = extract_on_ray(cluster, named, output, chosen, device.value, batch_size, flow_workers,
+                                     max_side, overwrite, quiet, flow_backend.value, flow_region.value)
+    else:
+        from co2cli.batch import BatchEvents, run_batch
+        from co2cli.extract import FeatureExtractor
+        from co2cli.features import output_paths
 
-    extractor = FeatureExtractor(chosen, device.value, batch_size, flow_workers=flow_workers, max_side_px=max_side,
-                                 flow_backend=flow_backend.value, flow_region=flow_region.value)
-    started = time.perf_counter()
-    with Reporter(len(named), "videos", quiet) as reporter:
-        def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem
-            reporter.end()
-            if item.status != "failed":
-                sys.stdout.write(f"{output_paths(output, item.name)[0]}\n")
-                sys.stdout.flush()
+        extractor = FeatureExtractor(chosen, device.value, batch_size, flow_workers=flow_workers,
+                                     max_side_px=max_side, flow_backend=flow_backend.value,
+                                     flow_region=flow_region.value)
+        started = time.perf_counter()
+        with Reporter(len(named), "videos", quiet) as reporter:
+            def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem
+                reporter.end()
+                if item.status != "failed":
+                    sys.stdout.write(f"{output_paths(output, item.name)[0]}\n")
+                    sys.stdout.flush()
 
-        items = run_batch(named, output, extractor, overwrite,
-                          BatchEvents(reporter.start, reporter.frames, on_end))
-    _finish_batch("extracted", items, failures, time.perf_counter() - started, quiet)
+            items = run_batch(named, output, extractor, overwrite,
+                              BatchEvents(reporter.start, reporter.frames, on_end))
+        wall = time.perf_counter() - started
+    _finish_batch("extracted", items, failures, wall, quiet)
 
 
 def _print_batch_summary(items: Sequence, title: str) -> None:

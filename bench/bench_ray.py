@@ -1,0 +1,161 @@
+"""Videos per minute of `co2 extract-features`: the local executor vs `--executor ray` with 1 and 2 workers, on
+the same clips, in one run.
+
+    PYTHONPATH=. .venv/bin/python bench/bench_ray.py                     # 8 clips of 4 s, RGB, this machine
+    PYTHONPATH=. .venv/bin/python bench/bench_ray.py --clips 16 --seconds 10 --workers 1 2 4 --cpus-per-worker 1
+
+Clips are cut from the sample videos in ../shared/data/videos (re-encoded, so every clip decodes alike). The
+local rows are `batch.run_batch` with one FeatureExtractor (torch's default threads: all cores, then
+--local-threads, default 1: what one 1-CPU worker uses); each Ray row starts
+a pool on one local Ray (`ray.init(num_cpus=<cores>)`, started once, its start-up timed apart) with N workers of
+--cpus-per-worker CPUs. "all" includes loading the weights (and, for Ray, starting the workers); "steady" is
+the rate between the first and the last finished video, which is what a long batch runs at. The max |diff|
+column compares each run's features with the first local run's (thread counts differ, so the last bits may).
+Ratios are against the first local row. On a machine shared with other jobs, wall-clock figures move. Needs
+the i3d-rgb weights (`co2 weights install i3d-rgb`; i3d-flow too for --streams rgb,flow). Prints figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+
+
+def cut(source: Path, target: Path, seconds: float) -> Path:
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        stream_in = src.streams.video[0]
+        out = dst.add_stream("libx264", rate=stream_in.average_rate)
+        out.width, out.height, out.pix_fmt = stream_in.width, stream_in.height, "yuv420p"
+        for frame in src.decode(stream_in):
+            if frame.time > seconds:
+                break
+            image = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            for packet in out.encode(image):
+                dst.mux(packet)
+        for packet in out.encode():
+            dst.mux(packet)
+    return target
+
+
+def make_clips(folder: Path, count: int, seconds: float) -> list[tuple[Path, str]]:
+    sources = sorted(SHARED_VIDEOS.glob("*.mp4"))
+    if not sources:
+        sys.exit(f"no sample videos in {SHARED_VIDEOS}")
+    cuts = [cut(src, folder / f"cut{i}.mp4", seconds) for i, src in enumerate(sources)]
+    clips = []
+    for i in range(count):
+        target = folder / f"clip{i:03d}.mp4"
+        shutil.copy(cuts[i % len(cuts)], target)
+        clips.append((target, target.stem))
+    return clips
+
+
+def timed_run(run, clips: list, out: Path) -> dict:
+    """run(out, on_end) -> items; returns wall, per-video finish times, frames."""
+    finished: list[float] = []
+    started = time.perf_counter()
+    items = run(out, lambda item: finished.append(time.perf_counter() - started))
+    wall = time.perf_counter() - started
+    done = [i for i in items if i.status == "done"]
+    assert len(done) == len(clips), [(i.name, i.status, i.message) for i in items]
+    steady = (len(finished) - 1) / (finished[-1] - finished[0]) * 60 if len(finished) > 1 else float("nan")
+    return {"wall": wall, "all": len(clips) / wall * 60, "steady": steady, "frames": sum(i.frames for i in done),
+            "first": finished[0]}
+
+
+def max_diff(a: Path, b: Path) -> float:
+    return max(float(np.abs(np.load(x) - np.load(b / x.name)).max()) for x in sorted(a.glob("*.npy")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--streams", default="rgb")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--cpus-per-worker", type=int, default=1)
+    parser.add_argument("--local-threads", type=int, nargs="*", default=[1],
+                        help="Extra local rows with these torch thread counts (the first row: torch's default).")
+    parser.add_argument("--keep", type=Path, help="Write clips and outputs here instead of a temp folder.")
+    args = parser.parse_args()
+
+    import ray
+
+    from co2cli import distributed
+    from co2cli.batch import BatchEvents, run_batch
+    from co2cli.extract import FeatureExtractor, parse_streams
+
+    streams = parse_streams(args.streams)
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench_ray_"))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "clips").mkdir(exist_ok=True)
+    clips = make_clips(root / "clips", args.clips, args.seconds)
+    cores = os.cpu_count() or 1
+    print(f"{len(clips)} clips of {args.seconds:g} s, streams {','.join(streams)}, {cores} cores, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}, Ray {ray.__version__}", flush=True)
+
+    rows = []
+
+    def local(out: Path, on_end) -> list:
+        extractor = FeatureExtractor(streams, "cpu")
+        return run_batch(clips, out, extractor, events=BatchEvents(on_end=on_end))
+
+    import torch
+
+    default_threads = torch.get_num_threads()
+    for threads in dict.fromkeys([default_threads, *args.local_threads]):
+        torch.set_num_threads(threads)
+        out = root / ("out_local" if threads == default_threads else f"out_local{threads}")
+        rows.append((f"local, {threads} thread{'s' if threads > 1 else ''}", timed_run(local, clips, out)))
+        if threads != default_threads:
+            rows[-1][1]["diff"] = max_diff(out, root / "out_local")
+        print(f"  {rows[-1][0]}: {rows[-1][1]['wall']:.1f} s", flush=True)
+    torch.set_num_threads(default_threads)
+
+    started = time.perf_counter()
+    ray.init(num_cpus=cores, include_dashboard=False, object_store_memory=300 * 2**20, log_to_driver=False,
+             logging_level="ERROR")
+    ray_start = time.perf_counter() - started
+    try:
+        for workers in args.workers:
+            def on_ray(out: Path, on_end, workers: int = workers) -> list:
+                options = distributed.ClusterOptions(workers=workers, cpus_per_worker=args.cpus_per_worker,
+                                                     quiet=True)
+                with distributed.RayPool(distributed.WorkerSpec(streams, "cpu"), options) as pool:
+                    return distributed.extract_batch(clips, out, pool, events=BatchEvents(on_end=on_end))
+
+            label = f"ray, {workers} worker{'s' if workers > 1 else ''} x {args.cpus_per_worker} CPU"
+            rows.append((label, timed_run(on_ray, clips, root / f"out_ray{workers}")))
+            rows[-1][1]["diff"] = max_diff(root / f"out_ray{workers}", root / "out_local")
+            print(f"  {label}: {rows[-1][1]['wall']:.1f} s", flush=True)
+    finally:
+        ray.shutdown()
+
+    base = rows[0][1]
+    print(f"\nRay start-up (once, not in the rows): {ray_start:.1f} s")
+    header = (f"{'executor':<26} {'wall s':>7} {'1st video s':>11} {'videos/min all':>14} {'x local':>7} "
+              f"{'videos/min steady':>17} {'x local':>7} {'frames/s steady':>15} {'max |diff|':>10}")
+    print(header)
+    print("-" * len(header))
+    frames_per_video = statistics.mean([base["frames"] / len(clips)])
+    for label, r in rows:
+        print(f"{label:<26} {r['wall']:7.1f} {r['first']:11.1f} {r['all']:14.2f} {r['all'] / base['all']:7.2f} "
+              f"{r['steady']:17.2f} {r['steady'] / base['steady']:7.2f} "
+              f"{r['steady'] * frames_per_video / 60:15.1f} {r.get('diff', 0.0):10.1e}")
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
