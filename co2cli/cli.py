@@ -158,6 +158,26 @@ def no_inputs_left(failures: Sequence[tuple[Path, str]]) -> None:
     raise Co2Error(f"none of the {len(failures)} inputs can be read")
 
 
+NO_VIDEOS = "no input videos found: give video files, folders or globs (or - to read names from stdin)"
+
+
+def prepare_inputs(inputs: Sequence[str] | None, from_file: str | None, suffixes: Iterable[str], empty: str,
+                   out_dir: Path | None = None) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """Gather, check and name the inputs before any model loads: ((path, name) to process, failures so far).
+    An empty input set is the error `empty`; an `out_dir` that cannot be written is an error too."""
+    paths = gather_inputs(inputs or [], from_file, suffixes)
+    if not paths:
+        raise Co2Error(empty)
+    if out_dir is not None:
+        check_writable(out_dir, "dir")
+    existing, failures = split_missing(paths)
+    named, clashes = named_inputs(existing)
+    failures += clashes
+    if not named:
+        no_inputs_left(failures)
+    return named, failures
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Progress (stderr, on a terminal only)
 
@@ -466,14 +486,9 @@ def localize(
         raise UsageError("--format all needs --output-dir DIR")
     if fmt_name == "html" and output is None and output_dir is None and html is None:
         raise UsageError("--format html writes a page: give --output FILE.html or --html DIR")
-    paths = gather_inputs(inputs or [], from_file, video_mod.VIDEO_SUFFIXES | FEATURE_SUFFIXES)
-    if not paths:
-        raise Co2Error("no inputs: give videos, feature files, folders or globs (or - to read names from stdin)")
-    existing, failures = split_missing(paths)
-    named, clashes = named_inputs(existing)
-    failures += clashes
-    if not named:
-        no_inputs_left(failures)
+    named, failures = prepare_inputs(inputs, from_file, video_mod.VIDEO_SUFFIXES | FEATURE_SUFFIXES,
+                                     "no inputs: give videos, feature files, folders or globs (or - to read names "
+                                     "from stdin)")
     if fmt_name in ("srt", "vtt") and output_dir is None and len(named) > 1:
         raise UsageError(f"--format {fmt_name} is subtitles for one video: for {len(named)} inputs use --output-dir "
                          "DIR (one file per input)")
@@ -780,15 +795,7 @@ def extract_features(
     from co2cli.extract import WEIGHT_NAMES, parse_streams
 
     chosen = parse_streams(streams)
-    paths = gather_inputs(inputs or [], from_file, video_mod.VIDEO_SUFFIXES)
-    if not paths:
-        raise Co2Error("no input videos found: give video files, folders or globs (or - to read names from stdin)")
-    check_writable(output, "dir")
-    existing, failures = split_missing(paths)
-    named, clashes = named_inputs(existing)
-    failures += clashes
-    if not named:
-        no_inputs_left(failures)
+    named, failures = prepare_inputs(inputs, from_file, video_mod.VIDEO_SUFFIXES, NO_VIDEOS, output)
     try:
         weights.require([WEIGHT_NAMES[s] for s in chosen])
     except Co2Error as exc:
@@ -858,15 +865,7 @@ def extract_flow(
 
     if fmt not in FORMATS:
         raise UsageError(f"--format must be npy or jpg, not {fmt!r}")
-    paths = gather_inputs(inputs or [], from_file, video_mod.VIDEO_SUFFIXES)
-    if not paths:
-        raise Co2Error("no input videos found: give video files, folders or globs (or - to read names from stdin)")
-    check_writable(output, "dir")
-    existing, failures = split_missing(paths)
-    named, clashes = named_inputs(existing)
-    failures += clashes
-    if not named:
-        no_inputs_left(failures)
+    named, failures = prepare_inputs(inputs, from_file, video_mod.VIDEO_SUFFIXES, NO_VIDEOS, output)
 
     from co2cli.batch import BatchEvents, run_batch
     from co2cli.extract import FeatureExtractor
