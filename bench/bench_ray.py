@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -148,7 +147,7 @@ def main() -> None:
               f"{'videos/min steady':>17} {'x local':>7} {'frames/s steady':>15} {'max |diff|':>10}")
     print(header)
     print("-" * len(header))
-    frames_per_video = statistics.mean([base["frames"] / len(clips)])
+    frames_per_video = base["frames"] / len(clips)
     for label, r in rows:
         print(f"{label:<26} {r['wall']:7.1f} {r['first']:11.1f} {r['all']:14.2f} {r['all'] / base['all']:7.2f} "
               f"{r['steady']:17.2f} {r['steady'] / base['steady']:7.2f} "

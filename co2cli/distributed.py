@@ -371,7 +371,8 @@ class RayPool:
             actor = worker_class.options(**actor_options).remote(self.spec, os.getcwd(), actor_options["num_cpus"])
             self.slots.append(_Slot(actor, actor.setup.remote([self._weights_ref])))
         where = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
-        self._note(f"ray: {count} worker(s) ({actor_options['num_cpus']} CPU{'s' if actor_options['num_cpus'] > 1 else ''}"
+        cpus = actor_options["num_cpus"]
+        self._note(f"ray: {count} worker(s) ({cpus} CPU{'s' if cpus > 1 else ''}"
                    f"{', 1 GPU' if actor_options['num_gpus'] else ''} each) on {self.address} ({len(where)} "
                    f"node{'s' if len(where) != 1 else ''})")
 
@@ -566,8 +567,9 @@ class ClusterProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.enabled = enabled and sys.stderr.isatty()
-        self.progress = Progress(TextColumn(unit), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]}"),
-                                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+        self.progress = Progress(TextColumn(unit), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[failed]}"), TextColumn("{task.fields[rate]}"),
+                                 TimeRemainingColumn(),
                                  console=Console(stderr=True), transient=True, disable=not self.enabled)
         self.task = self.progress.add_task(unit, total=total, failed="", rate="")
         self.finished = 0
