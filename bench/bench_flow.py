@@ -72,7 +72,7 @@ def bench_region(path: Path, region: str, pairs: int, batch: int) -> list[dict]:
     base, reference = timed(lambda: opencv_direct(gray))
     out.append(row("OpenCV, 1 process", pairs, base, None))
     workers = flow.default_workers()
-    flow.compute_flow(gray[:workers + 1], workers=workers)  # warm-up (imports, caches); each call starts its own pool, timed as in a real run
+    flow.compute_flow(gray[:workers + 1], workers=workers)  # warm-up; each call starts its own pool (timed, as in a run)
     seconds, _ = timed(lambda: flow.compute_flow(gray, workers=workers))
     out.append(row(f"OpenCV, {workers} processes", pairs, seconds, base))
     prev, nxt = gray[:-1], gray[1:]
