@@ -57,7 +57,9 @@ def row(name: str, pairs: int, seconds: float, base: float | None, extra: str = 
 
 def epe(a: list[np.ndarray], b: np.ndarray) -> str:
     errors = [np.linalg.norm(x - y, axis=-1) for x, y in zip(a, b)]
-    return f"EPE mean {max(float(e.mean()) for e in errors):.4f} px, p99 {max(float(np.percentile(e, 99)) for e in errors):.3f} px (worst pair)"
+    worst_mean = max(float(e.mean()) for e in errors)
+    worst_p99 = max(float(np.percentile(e, 99)) for e in errors)
+    return f"EPE mean {worst_mean:.4f} px, p99 {worst_p99:.3f} px (worst pair)"
 
 
 def bench_region(path: Path, region: str, pairs: int, batch: int) -> list[dict]:
@@ -72,7 +74,7 @@ def bench_region(path: Path, region: str, pairs: int, batch: int) -> list[dict]:
     base, reference = timed(lambda: opencv_direct(gray))
     out.append(row("OpenCV, 1 process", pairs, base, None))
     workers = flow.default_workers()
-    flow.compute_flow(gray[:workers + 1], workers=workers)  # warm-up; each call starts its own pool (timed, as in a run)
+    flow.compute_flow(gray[:workers + 1], workers=workers)  # warm-up; each call starts its pool
     seconds, _ = timed(lambda: flow.compute_flow(gray, workers=workers))
     out.append(row(f"OpenCV, {workers} processes", pairs, seconds, base))
     prev, nxt = gray[:-1], gray[1:]

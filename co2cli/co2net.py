@@ -1,8 +1,9 @@
 """CO2-Net (Cross-modal Consensus Network, Hong et al., ACM MM 2021): network, loss and video-level scores.
 
 Network code only (no file I/O: `checkpoints.load_co2net` builds it from a file). The module and parameter names
-mirror the official implementation so its state dicts (`best_CO2.pkl`) load strictly. Input features are (B, T, 2048) float32 with RGB I3D in channels 0..1023 and flow I3D in 1024..2047;
-T counts snippets (16 frames at 25 fps each). The class activation sequence `cas` has C + 1 columns, the last one
+mirror the official implementation so its state dicts (`best_CO2.pkl`) load strictly. Input features are
+(B, T, 2048) float32 with RGB I3D in channels 0..1023 and flow I3D in 1024..2047; T counts snippets (16 frames at
+25 fps each). The class activation sequence `cas` has C + 1 columns, the last one
 being background.
 """
 
