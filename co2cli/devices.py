@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import TYPE_CHECKING
 
 from co2cli.errors import Co2Error
@@ -11,17 +10,10 @@ if TYPE_CHECKING:
     import torch
 
 
-class DeviceChoice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 def pick_device(device: str = "auto") -> torch.device:
     """'auto' = CUDA when present, else CPU; 'cuda' without a GPU is a clear error."""
     import torch
 
-    device = DeviceChoice(device).value if device in DeviceChoice._value2member_map_ else device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():

@@ -72,8 +72,6 @@ def recipe(backend: str = "opencv", region: str = "crop") -> dict:
             "last_frame": "flow of the last frame repeats the previous field"}
 
 
-RECIPE = recipe("opencv", "crop")
-"""The recipe of the OpenCV flow on the crop (what co2cli 0.1 computed)."""
 
 T = TypeVar("T")
 
