@@ -1,8 +1,13 @@
-"""Videos per minute of `co2 extract-features`: the local executor vs `--executor ray` with 1 and 2 workers, on
-the same clips, in one run.
+"""Videos per minute of `co2 extract-features` (or `co2 extract-flow` with --job flow): the local executor vs
+`--executor ray` with 1 and 2 workers, on the same clips, in one run.
 
     PYTHONPATH=. .venv/bin/python bench/bench_ray.py                     # 8 clips of 4 s, RGB, this machine
     PYTHONPATH=. .venv/bin/python bench/bench_ray.py --clips 16 --seconds 10 --workers 1 2 4 --cpus-per-worker 1
+    PYTHONPATH=. .venv/bin/python bench/bench_ray.py --job flow --format npy --clips 4 --seconds 2
+
+With --job flow the local rows vary OpenCV's processes instead of torch's threads (all cores, then
+--local-threads: 1 process), each Ray worker runs --cpus-per-worker processes and streams its flow to the
+driver, and max |diff| compares the .flow.npy arrays (jpg: 0 means every JPEG file is byte-identical).
 
 Clips are cut from the sample videos in ../shared/data/videos (re-encoded, so every clip decodes alike). The
 local rows are `batch.run_batch` with one FeatureExtractor (torch's default threads: all cores, then
@@ -77,11 +82,26 @@ def max_diff(a: Path, b: Path) -> float:
     return max(float(np.abs(np.load(x) - np.load(b / x.name)).max()) for x in sorted(a.glob("*.npy")))
 
 
+def flow_diff(a: Path, b: Path) -> float:
+    """Largest |difference| of the .flow.npy arrays; for jpg folders 0.0 when every file is byte-identical, else
+    inf."""
+    arrays = sorted(a.glob("*.flow.npy"))
+    if arrays:
+        return max(float(np.abs(np.load(x) - np.load(b / x.name)).max()) for x in arrays)
+    files = sorted(p.relative_to(a) for p in a.rglob("*.jpg"))
+    same = files == sorted(p.relative_to(b) for p in b.rglob("*.jpg")) and all(
+        (a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    return 0.0 if same else float("inf")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--streams", default="rgb")
+    parser.add_argument("--job", choices=("features", "flow"), default="features")
+    parser.add_argument("--format", choices=("npy", "jpg"), default="npy", help="--job flow: the flow files.")
+    parser.add_argument("--region", choices=("frame", "crop"), default="frame", help="--job flow: TV-L1 region.")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cpus-per-worker", type=int, default=1)
     parser.add_argument("--local-threads", type=int, nargs="*", default=[1],
@@ -94,33 +114,45 @@ def main() -> None:
     from co2cli import distributed
     from co2cli.batch import BatchEvents, run_batch
     from co2cli.extract import FeatureExtractor, parse_streams
+    from co2cli.flowfiles import FlowJob
 
-    streams = parse_streams(args.streams)
+    flow_job = args.job == "flow"
+    streams = ("flow",) if flow_job else parse_streams(args.streams)
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_ray_"))
     root.mkdir(parents=True, exist_ok=True)
     (root / "clips").mkdir(exist_ok=True)
     clips = make_clips(root / "clips", args.clips, args.seconds)
     cores = os.cpu_count() or 1
-    print(f"{len(clips)} clips of {args.seconds:g} s, streams {','.join(streams)}, {cores} cores, load average "
+    what = f"flow {args.format}, region {args.region}" if flow_job else f"streams {','.join(streams)}"
+    print(f"{len(clips)} clips of {args.seconds:g} s, {what}, {cores} cores, load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}, Ray {ray.__version__}", flush=True)
 
     rows = []
 
-    def local(out: Path, on_end) -> list:
-        extractor = FeatureExtractor(streams, "cpu")
-        return run_batch(clips, out, extractor, events=BatchEvents(on_end=on_end))
+    diff = flow_diff if flow_job else max_diff
+
+    def local(out: Path, on_end, processes: int | None = None) -> list:
+        if flow_job:
+            job = FlowJob(FeatureExtractor(streams, "cpu", flow_workers=processes, flow_backend="opencv",
+                                           flow_region=args.region, load_models=False), args.format)
+            return run_batch(clips, out, job, events=BatchEvents(on_end=on_end))
+        return run_batch(clips, out, FeatureExtractor(streams, "cpu"), events=BatchEvents(on_end=on_end))
 
     import torch
 
-    default_threads = torch.get_num_threads()
+    default_threads = cores if flow_job else torch.get_num_threads()
+    unit = "process" if flow_job else "thread"
     for threads in dict.fromkeys([default_threads, *args.local_threads]):
-        torch.set_num_threads(threads)
+        if not flow_job:
+            torch.set_num_threads(threads)
         out = root / ("out_local" if threads == default_threads else f"out_local{threads}")
-        rows.append((f"local, {threads} thread{'s' if threads > 1 else ''}", timed_run(local, clips, out)))
+        rows.append((f"local, {threads} {unit}{'es' if flow_job and threads > 1 else 's' if threads > 1 else ''}",
+                     timed_run(lambda o, e, n=threads: local(o, e, n), clips, out)))
         if threads != default_threads:
-            rows[-1][1]["diff"] = max_diff(out, root / "out_local")
+            rows[-1][1]["diff"] = diff(out, root / "out_local")
         print(f"  {rows[-1][0]}: {rows[-1][1]['wall']:.1f} s", flush=True)
-    torch.set_num_threads(default_threads)
+    if not flow_job:
+        torch.set_num_threads(default_threads)
 
     started = time.perf_counter()
     ray.init(num_cpus=cores, include_dashboard=False, object_store_memory=300 * 2**20, log_to_driver=False,
@@ -131,12 +163,18 @@ def main() -> None:
             def on_ray(out: Path, on_end, workers: int = workers) -> list:
                 options = distributed.ClusterOptions(workers=workers, cpus_per_worker=args.cpus_per_worker,
                                                      quiet=True)
+                if flow_job:
+                    spec = distributed.WorkerSpec(streams, "cpu", flow_workers=args.cpus_per_worker,
+                                                  flow_backend="opencv", flow_region=args.region, load_models=False)
+                    with distributed.RayPool(spec, options) as pool:
+                        return distributed.extract_flow_batch(clips, out, pool, args.format,
+                                                              events=BatchEvents(on_end=on_end))
                 with distributed.RayPool(distributed.WorkerSpec(streams, "cpu"), options) as pool:
                     return distributed.extract_batch(clips, out, pool, events=BatchEvents(on_end=on_end))
 
             label = f"ray, {workers} worker{'s' if workers > 1 else ''} x {args.cpus_per_worker} CPU"
             rows.append((label, timed_run(on_ray, clips, root / f"out_ray{workers}")))
-            rows[-1][1]["diff"] = max_diff(root / f"out_ray{workers}", root / "out_local")
+            rows[-1][1]["diff"] = diff(root / f"out_ray{workers}", root / "out_local")
             print(f"  {label}: {rows[-1][1]['wall']:.1f} s", flush=True)
     finally:
         ray.shutdown()

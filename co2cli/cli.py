@@ -853,35 +853,58 @@ def extract_flow(
                             help="npy: <name>.flow.npy float32 (N, 224, 224, 2) in [-1, 1] as I3D receives it; "
                                  "jpg: <name>/flow_x_00001.jpg, flow_y_... (denseflow/mmaction layout, bound 20)."),
     device: Device = typer.Option(Device.auto, "--device", help="Where the torch backend runs."),
-    workers: Optional[int] = typer.Option(None, "--workers", metavar="N", min=1, help=FLOW_WORKERS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", metavar="N", min=1, help=FLOW_WORKERS_HELP +
+                                          " With --executor ray: Ray workers (default: one per GPU of the "
+                                          "cluster, else its CPUs // --cpus-per-worker)."),
     max_side: Optional[int] = typer.Option(None, "--max-side", metavar="PX", envvar="CO2CLI_MAX_SIDE", min=16,
                                            help="Refuse videos whose long side exceeds PX (default 2560)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose outputs already exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+    executor: Executor = executor_option(),
+    ray_address: Optional[str] = ray_address_option(),
+    cpus_per_worker: Optional[int] = typer.Option(None, "--cpus-per-worker", metavar="N", min=1,
+                                                  help="With --executor ray: CPUs each worker reserves, and its "
+                                                       "OpenCV TV-L1 processes. Default 1."),
 ) -> None:
     """TV-L1 optical flow per video, as I3D sees it (resumable: finished videos are skipped)."""
+    # --workers means "processes computing flow" with either executor, so only the Ray-only options are checked.
+    cluster = cluster_options(executor, ray_address, workers if executor is Executor.ray else None,
+                              cpus_per_worker, quiet)
+    from co2cli import flowfiles
     from co2cli import video as video_mod
-    from co2cli.flowfiles import FORMATS
 
-    if fmt not in FORMATS:
+    if fmt not in flowfiles.FORMATS:
         raise UsageError(f"--format must be npy or jpg, not {fmt!r}")
     named, failures = prepare_inputs(inputs, from_file, video_mod.VIDEO_SUFFIXES, NO_VIDEOS, output)
 
     from co2cli.batch import BatchEvents, run_batch
     from co2cli.extract import FeatureExtractor
-    from co2cli.flowfiles import FlowJob
 
-    job = FlowJob(FeatureExtractor(("flow",), device.value, flow_workers=workers, max_side_px=max_side,
-                                   flow_backend=backend.value, flow_region=region.value, load_models=False), fmt)
+    def print_output(item) -> None:  # noqa: ANN001 - batch.BatchItem
+        if item.status != "failed":
+            sys.stdout.write(f"{flowfiles.outputs(output, item.name, fmt)[0]}\n")
+            sys.stdout.flush()
+
     started = time.perf_counter()
-    with Reporter(len(named), "videos", quiet) as reporter:
-        def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem
-            reporter.end()
-            if item.status != "failed":
-                sys.stdout.write(f"{job.outputs(output, item.name)[0]}\n")
-                sys.stdout.flush()
+    if cluster is not None:  # --executor ray
+        from co2cli import distributed
 
-        items = run_batch(named, output, job, overwrite, BatchEvents(reporter.start, reporter.frames, on_end))
+        spec = distributed.WorkerSpec(("flow",), device.value, flow_workers=cluster.cpus_per_worker,
+                                      max_side_px=max_side, flow_backend=backend.value, flow_region=region.value,
+                                      load_models=False)
+        with distributed.RayPool(spec, cluster) as pool:
+            items = distributed.extract_flow_batch(named, output, pool, fmt, overwrite,
+                                                   BatchEvents(on_end=print_output), show_progress=not quiet)
+    else:
+        job = flowfiles.FlowJob(FeatureExtractor(("flow",), device.value, flow_workers=workers,
+                                                 max_side_px=max_side, flow_backend=backend.value,
+                                                 flow_region=region.value, load_models=False), fmt)
+        with Reporter(len(named), "videos", quiet) as reporter:
+            def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem
+                reporter.end()
+                print_output(item)
+
+            items = run_batch(named, output, job, overwrite, BatchEvents(reporter.start, reporter.frames, on_end))
     _finish_batch("extracted flow for", items, failures, time.perf_counter() - started, quiet)
 
 

@@ -1,4 +1,5 @@
-"""`--executor ray`: `co2 extract-features` and `co2 localize` on a Ray cluster, with the local executor's results.
+"""`--executor ray`: `co2 extract-features`, `co2 extract-flow` and `co2 localize` on a Ray cluster, with the local
+executor's results.
 
 One video is one unit of work. Long-lived Ray actors (one per GPU, else one per `--cpus-per-worker` CPUs) build
 the I3D networks once from state dicts the driver ships through the object store (worker nodes need no weight
@@ -7,6 +8,11 @@ the atomic writer of the local executor (`batch.claim`, `features.save`), so out
 kill, per-file isolation, the summary and the exit codes are those of `--executor local`. `co2 localize` ships
 only the feature extraction: the driver turns returned features into segments with its already loaded model
 (`Localizer.analyze`, a few milliseconds per video) and keeps the feature cache, as a local run does.
+`co2 extract-flow` needs no weights: its workers compute and encode a video's flow (float32 for npy, JPEG files for
+jpg) and *stream* it back in small chunks (a Ray streaming generator with backpressure: a video's flow is
+~400 KB per frame as float32, far too big to return whole), which the driver appends to the output's temporary
+file and renames when the video ends (`flowfiles.FlowWriter`); a worker that dies mid-video voids that partial
+file and the video starts again.
 
 Faults: a worker process that dies (killed, out of memory, node lost) is restarted by Ray (`max_restarts=-1`);
 the video it was working on is resubmitted, up to MAX_ATTEMPTS times, then fails alone. Videos queued behind it
@@ -55,9 +61,13 @@ LOCAL_OBJECT_STORE_BYTES = 512 * 2**20
 """Object store of a Ray started for one run (weights ~50 MB per stream, a video's features ~1-2 MB)."""
 POLL_S = 1.0
 """Seconds between progress polls of the workers (only while a progress bar is shown)."""
+FLOW_MESSAGE_FIELDS = 16
+"""Flow fields per streamed message (npy: 16 x 401 KB = 6.4 MB; jpg: ~0.3 MB)."""
+FLOW_MESSAGES_AHEAD = 4
+"""Messages a worker may stream ahead of the driver before it pauses (bounds the object store per worker)."""
 
-__all__ = ["ClusterOptions", "RayPool", "WorkerSpec", "extract_batch", "localize_batch", "pool_for_localizer",
-           "require_ray", "INSTALL_HINT"]
+__all__ = ["ClusterOptions", "RayPool", "WorkerSpec", "extract_batch", "extract_flow_batch", "localize_batch",
+           "pool_for_localizer", "require_ray", "INSTALL_HINT"]
 
 
 def require_ray() -> None:
@@ -97,6 +107,8 @@ class WorkerSpec:
     flow_backend: str = "auto"
     """As `--flow-backend`, resolved on each worker's device (torch on a GPU node, OpenCV on a CPU one)."""
     flow_region: str = "frame"
+    load_models: bool = True
+    """False for flow-only work (`co2 extract-flow`): no I3D weights are read or shipped."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -129,8 +141,9 @@ def read_weights(streams: Sequence[str], given: Mapping[str, Mapping] | None = N
     return ShippedWeights(state_dicts, paths, records)
 
 
-def build_extractor(spec: WorkerSpec, shipped: ShippedWeights) -> FeatureExtractor:
-    """A FeatureExtractor from shipped weights, on a node that may have no weight store of its own.
+def build_extractor(spec: WorkerSpec, shipped: ShippedWeights | None) -> FeatureExtractor:
+    """A FeatureExtractor from shipped weights (None: flow only, no networks), on a node that may have no weight
+    store of its own.
 
     FeatureExtractor looks its weights up in the local store (for the label and the recorded sha256) even when
     given state dicts, so the lookup is answered from the driver's records while it is built. (A
@@ -138,6 +151,11 @@ def build_extractor(spec: WorkerSpec, shipped: ShippedWeights) -> FeatureExtract
     """
     from co2cli import weights
     from co2cli.extract import FeatureExtractor
+
+    if shipped is None:
+        return FeatureExtractor(streams=spec.streams, device=spec.device, chunk_snippets=spec.chunk_snippets,
+                                flow_workers=spec.flow_workers, max_side_px=spec.max_side_px,
+                                flow_backend=spec.flow_backend, flow_region=spec.flow_region, load_models=False)
 
     saved = weights.resolve, weights.installed
     weights.resolve = lambda name: Path(shipped.paths[name])  # type: ignore[assignment]
@@ -222,6 +240,32 @@ class _Worker:
             self.current = None
         return {"ok": True, "features": got.features, "recipe": got.recipe, "pid": self.pid}
 
+    def flow(self, path: str, absolute: str, fmt: str, shipped_ref: list) -> Iterator[dict]:
+        """A streaming generator: {"chunk": encoded fields} messages, then one result dict (ok, recipe, frames,
+        duration_s | message), as `flowfiles.FlowJob.run` would write them."""
+        from co2cli.flowfiles import FlowJob
+
+        self._ensure(shipped_ref)
+        if self.extractor is None:
+            yield {"ok": False, "worker_error": self.error, "pid": self.pid}
+            return
+        self.current, self.frames = path, (0, None)
+        try:
+            source = FlowJob(self.extractor, fmt).source(path if self.cwd_ok else absolute)
+            done = 0
+            for chunk in source.chunks:
+                for start in range(0, len(chunk), FLOW_MESSAGE_FIELDS):
+                    yield {"chunk": chunk[start:start + FLOW_MESSAGE_FIELDS]}
+                done += len(chunk)
+                self.frames = (done, source.frames_estimate)
+            result = {"ok": True, "recipe": source.recipe(), "frames": source.reader.frames_total,
+                      "duration_s": float(source.reader.info.duration_s or 0.0)}
+        except Co2Error as exc:
+            result = {"ok": False, "message": str(exc)}
+        finally:
+            self.current = None
+        yield result | {"pid": self.pid}
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # The pool
@@ -273,6 +317,15 @@ class _Job:
 
 Result = dict
 OnResult = Callable[[int, Result], None]
+
+
+@dataclass
+class FlowStreaming:
+    """How `RayPool.run` runs flow-only work: the format workers encode to, and where streamed chunks go."""
+
+    fmt: str
+    on_chunk: Callable[[int, Any], None]
+    on_void: Callable[[int], None]
 
 
 class RayPool:
@@ -364,7 +417,7 @@ class RayPool:
         import ray
 
         count, actor_options = self._plan(jobs_hint)
-        shipped = read_weights(self.spec.streams, self._given)
+        shipped = read_weights(self.spec.streams, self._given) if self.spec.load_models else None
         self._weights_ref = ray.put(shipped)
         worker_class = ray.remote(concurrency_groups={"control": 1})(_Worker)
         for _ in range(count):
@@ -425,10 +478,14 @@ class RayPool:
     # -- running ----------------------------------------------------------------------------------------------
 
     def run(self, jobs: Iterator[tuple[int, str, str]], on_result: OnResult, jobs_hint: int,
-            on_poll: Callable[[list], None] | None = None) -> None:
+            on_poll: Callable[[list], None] | None = None, flow: FlowStreaming | None = None) -> None:
         """Run every (key, path, absolute path) that `jobs` yields (pulled lazily, one per free worker place)
         and call `on_result(key, result)` on the driver as each finishes, in completion order. Workers start on
-        the first job. A RayTaskError (a bug, not a Co2Error) is re-raised as its cause."""
+        the first job. A RayTaskError (a bug, not a Co2Error) is re-raised as its cause.
+
+        Without `flow`, workers extract features (one result per video). With it, they stream each video's flow:
+        `flow.on_chunk(key, chunk)` for every message before its result, and `flow.on_void(key)` when a worker
+        died under the video (what was received of it is void; it is resubmitted or fails)."""
         import ray
         from ray.exceptions import GetTimeoutError, NodeDiedError, ObjectLostError, RayActorError, RayTaskError
         from ray.exceptions import WorkerCrashedError
@@ -464,9 +521,25 @@ class RayPool:
                         job = next_job()
                         if job is None:
                             return
-                        ref = slot.actor.extract.remote(job.path, job.absolute, [self._weights_ref])
+                        ref = submit(slot, job)
                         slot.inflight.append(ref)
                         inflight[ref] = (slot, job)
+
+        def submit(slot: _Slot, job: _Job) -> Any:
+            if flow is None:
+                return slot.actor.extract.remote(job.path, job.absolute, [self._weights_ref])
+            return slot.actor.flow.options(
+                num_returns="streaming", _generator_backpressure_num_objects=FLOW_MESSAGES_AHEAD,
+            ).remote(job.path, job.absolute, flow.fmt, [self._weights_ref])
+
+        def receive(ref: Any, job: _Job) -> Result:
+            """The next message of a video: its result, or a streamed chunk (flow)."""
+            if flow is None:
+                return ray.get(ref)
+            try:
+                return ray.get(next(ref))
+            except StopIteration:  # pragma: no cover - the worker's generator always ends with a result
+                return {"ok": False, "message": f"{job.path}: the Ray worker ended without a result"}
 
         def worker_died(slot: _Slot, reason: BaseException) -> None:
             """The worker of `slot` died: charge its oldest video, requeue the rest, wait for its restart."""
@@ -477,6 +550,8 @@ class RayPool:
             slot.inflight.clear()
             for position, ref in enumerate(refs):
                 _, job = inflight.pop(ref)
+                if flow is not None:
+                    flow.on_void(job.key)
                 if position == 0:
                     job.attempts += 1
                     if job.attempts >= MAX_ATTEMPTS:
@@ -515,7 +590,7 @@ class RayPool:
                     continue  # a video of a worker that died, already requeued
                 slot, job = inflight[ref]
                 try:
-                    result = ray.get(ref)
+                    result = receive(ref, job)
                 except crash_errors as exc:
                     worker_died(slot, exc)
                     continue
@@ -523,6 +598,9 @@ class RayPool:
                     cause = getattr(exc, "cause", None)
                     raise (cause if isinstance(cause, BaseException) else exc) from None
                 except GetTimeoutError:  # pragma: no cover - ray.wait said it was ready
+                    continue
+                if flow is not None and "chunk" in result:
+                    flow.on_chunk(job.key, result["chunk"])
                     continue
                 del inflight[ref]
                 slot.inflight.remove(ref)
@@ -614,7 +692,95 @@ def _job_paths(path: Path) -> tuple[str, str]:
 
 def extract_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: RayPool, overwrite: bool = False,
                   events: BatchEvents = BatchEvents(), show_progress: bool = False) -> list[BatchItem]:
-    """`batch.run_batch` on `pool`'s workers: same items, outputs and claims; the driver writes every output.
+    """`batch.run_batch` of a FeatureExtractor on `pool`'s workers: same items, outputs and claims; the driver
+    writes every output (see `_claimed_batch`)."""
+    identity = _identity(pool.spec.streams, pool.spec.flow_region)
+
+    def finish(index: int, result: Result) -> BatchItem:
+        path, name = inputs[index]
+        if not result["ok"]:
+            return BatchItem(path, name, "failed", message=result["message"])
+        features, recipe = result["features"], result["recipe"]
+        try:
+            save(out_dir, name, features, recipe)
+        except Co2Error as exc:  # disk full, ...: this input fails, as locally
+            return BatchItem(path, name, "failed", message=str(exc))
+        return BatchItem(path, name, "done", int(features.shape[0]), frames=int(recipe.get("frame_count") or 0),
+                         duration_s=float(recipe.get("duration_s") or 0.0))
+
+    return _claimed_batch(inputs, out_dir, pool, lambda name: is_complete(out_dir, name, identity),
+                          lambda name: output_paths(out_dir, name), finish, overwrite, events, show_progress)
+
+
+def extract_flow_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: RayPool, fmt: str = "npy",
+                       overwrite: bool = False, events: BatchEvents = BatchEvents(),
+                       show_progress: bool = False) -> list[BatchItem]:
+    """`batch.run_batch` of a `flowfiles.FlowJob` on `pool`'s workers (a spec with load_models=False and the
+    flow stream): the same files, byte for byte, written by the driver as the chunks stream in.
+
+    With backend auto, a finished output made by either backend counts as done: each worker picks its own
+    (torch on a GPU node, OpenCV on a CPU one) and records it in the output's recipe.
+    """
+    from co2cli import flowfiles
+
+    if fmt not in flowfiles.FORMATS:
+        raise Co2Error(f"unknown flow format {fmt!r}: use npy or jpg")
+    region = pool.spec.flow_region
+    backend = None if pool.spec.flow_backend == "auto" else pool.spec.flow_backend
+    writers: dict[int, flowfiles.FlowWriter] = {}
+    write_errors: dict[int, str] = {}
+    """Inputs whose output could not be written (disk full, ...): their later chunks are dropped."""
+
+    def writer(index: int) -> flowfiles.FlowWriter:
+        if index not in writers:
+            writers[index] = flowfiles.open_writer(out_dir, inputs[index][1], fmt)
+        return writers[index]
+
+    def on_chunk(index: int, chunk: Any) -> None:
+        if index in write_errors:
+            return
+        try:
+            writer(index).add(chunk)
+        except Co2Error as exc:  # the writer removed its partial output
+            writers.pop(index, None)
+            write_errors[index] = str(exc)
+
+    def on_void(index: int) -> None:
+        if index in writers:
+            writers.pop(index).abort()
+        write_errors.pop(index, None)
+
+    def finish(index: int, result: Result) -> BatchItem:
+        path, name = inputs[index]
+        if index in write_errors or not result["ok"]:
+            on_void(index)
+            return BatchItem(path, name, "failed", message=write_errors.get(index) or result["message"])
+        try:
+            done = writer(index)  # a video of no fields still gets its (empty) output, as locally
+            done.finish(result["recipe"])
+        except Co2Error as exc:
+            return BatchItem(path, name, "failed", message=str(exc))
+        finally:
+            writers.pop(index, None)
+        return BatchItem(path, name, "done", done.fields, frames=int(result["frames"]),
+                         duration_s=float(result["duration_s"]))
+
+    try:
+        return _claimed_batch(inputs, out_dir, pool,
+                              lambda name: flowfiles.is_done(out_dir, name, fmt, region, backend),
+                              lambda name: flowfiles.outputs(out_dir, name, fmt), finish, overwrite, events,
+                              show_progress, FlowStreaming(fmt, on_chunk, on_void))
+    finally:
+        for partial in writers.values():  # the batch stopped (an interrupt, a bug): no half output stays
+            partial.abort()
+
+
+def _claimed_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: RayPool, is_done: Callable[[str], bool],
+                   outputs: Callable[[str], Sequence[Path]], finish: Callable[[int, Result], BatchItem],
+                   overwrite: bool, events: BatchEvents, show_progress: bool,
+                   flow: FlowStreaming | None = None) -> list[BatchItem]:
+    """The local batch runner's rules on a pool: `finish(index, result)` writes an input's output on the driver
+    and says how it ended.
 
     An input's claim is taken just before it is submitted and held until its output is written, so concurrent
     jobs (local or Ray) on one folder never compute a video twice; outputs another job holds are revisited at
@@ -622,8 +788,6 @@ def extract_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: RayPo
     completion order); the items come back in input order. Per-chunk progress stays on the workers.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    streams = pool.spec.streams
-    identity = _identity(streams, pool.spec.flow_region)
     items: list[BatchItem | None] = [None] * len(inputs)
     busy: list[int] = []
     held: dict[int, tuple[ExitStack, float]] = {}
@@ -645,14 +809,14 @@ def extract_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: RayPo
                 busy.append(index)
                 items[index] = BatchItem(path, name, "busy", message=BUSY_MESSAGE)
                 continue
-            if (wait or not overwrite) and is_complete(out_dir, name, identity):
+            if (wait or not overwrite) and is_done(name):
                 stack.close()
                 item = BatchItem(path, name, "skipped",
                                  message="extracted by another job" if wait else "already extracted")
                 item.seconds = time.perf_counter() - started
                 end(index, item)
                 continue
-            for final in output_paths(out_dir, name):  # leftovers of a killed run on this output
+            for final in outputs(name):  # leftovers of a killed run on this output
                 remove_partials(final.parent, final.name)
             held[index] = (stack, started)
             if events.on_start:
@@ -660,26 +824,20 @@ def extract_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: RayPo
             yield (index, *_job_paths(path))
 
     def on_result(index: int, result: Result) -> None:
-        path, name = inputs[index]
         stack, started = held.pop(index)
         with stack:
-            if result["ok"]:
-                features, recipe = result["features"], result["recipe"]
-                save(out_dir, name, features, recipe)
-                item = BatchItem(path, name, "done", int(features.shape[0]), frames=int(recipe.get("frame_count") or 0),
-                                 duration_s=float(recipe.get("duration_s") or 0.0))
-            else:
-                item = BatchItem(path, name, "failed", message=result["message"])
+            item = finish(index, result)
         item.seconds = time.perf_counter() - started
         end(index, item)
 
-    pending = sum(1 for path, name in inputs if overwrite or not is_complete(out_dir, name, identity))
+    pending = sum(1 for _, name in inputs if overwrite or not is_done(name))
+    poll = progress.poll if progress.enabled else None
     try:
         with progress:
-            pool.run(jobs(range(len(inputs)), False), on_result, pending, progress.poll if progress.enabled else None)
+            pool.run(jobs(range(len(inputs)), False), on_result, pending, poll, flow)
             if busy:
                 later, busy[:] = list(busy), []
-                pool.run(jobs(later, True), on_result, len(later), progress.poll if progress.enabled else None)
+                pool.run(jobs(later, True), on_result, len(later), poll, flow)
     finally:
         for stack, _ in held.values():
             stack.close()

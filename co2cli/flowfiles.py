@@ -6,6 +6,11 @@
 * jpg: `<name>/flow_x_00001.jpg`, `<name>/flow_y_00001.jpg`, ... (1-based), 8-bit with bound 20:
   value = round((px + 20) * 255 / 40), as denseflow and mmaction2 write them, plus `<name>/flow.json`. The folder
   is built under a temporary name and renamed when complete.
+
+The work is split where a cluster splits it: `FlowJob.source` computes a video's fields and *encodes* them chunk by
+chunk (float32 bytes for npy, JPEG files for jpg: the costly part), and a `FlowWriter` only writes encoded chunks.
+The local executor runs both in one process; `--executor ray` runs the source on a worker and the writer on the
+driver (`distributed.extract_flow_batch`), so both write the same bytes.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Protocol, Union
 
 import numpy as np
 
@@ -22,9 +30,15 @@ from co2cli.errors import Co2Error
 from co2cli.extract import FeatureExtractor, Progress
 from co2cli.fsio import atomic_path, os_error_message, write_text_atomic
 
+if TYPE_CHECKING:
+    from co2cli.video import VideoReader
+
 FORMATS = ("npy", "jpg")
 JPEG_QUALITY = 95  # OpenCV's default, what denseflow writes
 _HEADER_BYTES = 128  # fixed .npy header length, so the final frame count can be written in place
+
+EncodedChunk = Union[np.ndarray, list[tuple[bytes, bytes]]]
+"""A chunk of fields as written: npy, float32 (n, 224, 224, 2) little-endian; jpg, n (flow_x, flow_y) JPEG files."""
 
 
 def _npy_header(shape: tuple[int, ...]) -> bytes:
@@ -39,6 +53,173 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
 def to_jpeg_levels(fields: np.ndarray) -> np.ndarray:
     """[-1, 1] fields (pixels / 20) -> uint8 0..255 with bound 20 px: round((px + 20) * 255 / 40)."""
     return np.clip(np.rint((fields.astype(np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def encode(fields: np.ndarray, fmt: str) -> EncodedChunk:
+    """Fields (n, 224, 224, 2) in [-1, 1] as `fmt` stores them (see EncodedChunk)."""
+    if fmt == "npy":
+        return np.ascontiguousarray(fields, dtype="<f4")
+    import cv2
+
+    files = []
+    for plane in to_jpeg_levels(fields):
+        pair = []
+        for channel in (0, 1):
+            ok, data = cv2.imencode(".jpg", np.ascontiguousarray(plane[..., channel]),
+                                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            if not ok:  # pragma: no cover - OpenCV built without JPEG support
+                raise Co2Error("this OpenCV cannot encode JPEG files: use --format npy")
+            pair.append(data.tobytes())
+        files.append((pair[0], pair[1]))
+    return files
+
+
+def outputs(out_dir: Path, name: str, fmt: str) -> list[Path]:
+    """What one video's flow is made of in `out_dir` (the first path is the one the CLI prints)."""
+    return [out_dir / f"{name}.flow.npy", out_dir / f"{name}.flow.json"] if fmt == "npy" else [out_dir / name]
+
+
+def is_done(out_dir: Path, name: str, fmt: str, region: str, backend: str | None) -> bool:
+    """Whether `name`'s flow is complete in `out_dir` with this region and backend (None: any backend, as
+    `--executor ray` with `--backend auto` accepts what each worker picked on its own device)."""
+    marker = (out_dir / f"{name}.flow.json") if fmt == "npy" else (out_dir / name / "flow.json")
+    if not marker.is_file() or (fmt == "npy" and not (out_dir / f"{name}.flow.npy").is_file()):
+        return False
+    try:
+        written = json.loads(marker.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    flow = written.get("flow") if isinstance(written, dict) else None
+    return (isinstance(flow, dict) and flow.get("region") == region
+            and (backend is None or flow.get("backend") == backend))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writers: encoded chunks in, complete outputs (or nothing) out
+
+
+class FlowWriter(Protocol):
+    """Writes one video's encoded chunks; `finish` makes the output appear, `abort` leaves no trace of it."""
+
+    fields: int
+
+    def add(self, chunk: EncodedChunk) -> None: ...
+
+    def finish(self, recipe: dict) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class NpyWriter:
+    """`<name>.flow.npy` streamed under a temporary name, then `<name>.flow.json` (written last: it vouches for a
+    complete array)."""
+
+    def __init__(self, out_dir: Path, name: str) -> None:
+        self.target = out_dir / f"{name}.flow.npy"
+        self.meta = out_dir / f"{name}.flow.json"
+        self.fields = 0
+        self._stack = ExitStack()
+        self._fh: BinaryIO | None = None
+        self.meta.unlink(missing_ok=True)
+        tmp = self._stack.enter_context(atomic_path(self.target, suffix=".npy"))
+        self._guard(lambda: self._open(tmp))
+
+    def _open(self, tmp: Path) -> None:
+        self._fh = self._stack.enter_context(tmp.open("wb"))
+        self._fh.write(_npy_header((0, 224, 224, 2)))
+
+    def _guard(self, step) -> None:  # noqa: ANN001 - an OS failure is one Co2Error naming the output
+        try:
+            step()
+        except OSError as exc:
+            self.abort()
+            raise Co2Error(os_error_message(exc, self.target)) from None
+
+    def add(self, chunk: EncodedChunk) -> None:
+        assert isinstance(chunk, np.ndarray) and self._fh is not None
+        self._guard(lambda: self._fh.write(np.ascontiguousarray(chunk, dtype="<f4").tobytes()))
+        self.fields += len(chunk)
+
+    def finish(self, recipe: dict) -> None:
+        def close() -> None:
+            assert self._fh is not None
+            self._fh.seek(0)
+            self._fh.write(_npy_header((self.fields, 224, 224, 2)))
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+        self._guard(close)
+        self._stack.close()  # closes the file, renames it over the target
+        write_text_atomic(self.meta, json.dumps(recipe | {"fields": self.fields}, indent=1) + "\n")
+
+    def abort(self) -> None:
+        # Exiting atomic_path with an exception removes the temporary file instead of renaming it.
+        self._stack.__exit__(Co2Error, Co2Error("aborted"), None)
+
+
+class JpgWriter:
+    """`<name>/flow_{x,y}_%05d.jpg` + `flow.json` built in `.<name>.part-jpg/`, renamed to `<name>/` when done."""
+
+    def __init__(self, out_dir: Path, name: str) -> None:
+        self.final = out_dir / name
+        self.tmp = self.final.with_name(f".{self.final.name}.part-jpg")
+        self.fields = 0
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self._guard(lambda: self.tmp.mkdir(parents=True))
+
+    def _guard(self, step) -> None:  # noqa: ANN001
+        try:
+            step()
+        except OSError as exc:
+            self.abort()
+            raise Co2Error(os_error_message(exc, self.final)) from None
+
+    def add(self, chunk: EncodedChunk) -> None:
+        def write() -> None:
+            for x_jpeg, y_jpeg in chunk:
+                self.fields += 1
+                (self.tmp / f"flow_x_{self.fields:05d}.jpg").write_bytes(x_jpeg)
+                (self.tmp / f"flow_y_{self.fields:05d}.jpg").write_bytes(y_jpeg)
+
+        self._guard(write)
+
+    def finish(self, recipe: dict) -> None:
+        def close() -> None:
+            (self.tmp / "flow.json").write_text(json.dumps(recipe | {"fields": self.fields}, indent=1) + "\n")
+            if self.final.exists():
+                shutil.rmtree(self.final)
+            os.replace(self.tmp, self.final)
+
+        self._guard(close)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def open_writer(out_dir: Path, name: str, fmt: str) -> FlowWriter:
+    """A writer for `name`'s flow in `fmt` (npy or jpg)."""
+    return NpyWriter(out_dir, name) if fmt == "npy" else JpgWriter(out_dir, name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The job
+
+
+@dataclass
+class FlowSource:
+    """One video's flow, computed and encoded as it is iterated."""
+
+    reader: VideoReader
+    chunks: Iterator[EncodedChunk]
+    base_recipe: dict
+
+    @property
+    def frames_estimate(self) -> int | None:
+        return self.reader.info.frames_25fps_estimate
+
+    def recipe(self) -> dict:
+        """The recipe to write (the field count is added by the writer); call after the chunks are consumed."""
+        return self.base_recipe | {"source": self.reader.path.name, "duration_s": self.reader.info.duration_s}
 
 
 class FlowJob:
@@ -60,79 +241,32 @@ class FlowJob:
                            "flow_x_%05d.jpg / flow_y_%05d.jpg, 8-bit, bound 20 px: round((px + 20) * 255 / 40)")}
 
     def outputs(self, out_dir: Path, name: str) -> Sequence[Path]:
-        if self.fmt == "npy":
-            return [out_dir / f"{name}.flow.npy", out_dir / f"{name}.flow.json"]
-        return [out_dir / name]
+        return outputs(out_dir, name, self.fmt)
 
     def is_done(self, out_dir: Path, name: str) -> bool:
-        marker = (out_dir / f"{name}.flow.json") if self.fmt == "npy" else (out_dir / name / "flow.json")
-        if not marker.is_file() or (self.fmt == "npy" and not (out_dir / f"{name}.flow.npy").is_file()):
-            return False
-        try:
-            written = json.loads(marker.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return False
-        want = self.recipe()["flow"]
-        return isinstance(written, dict) and all(written.get("flow", {}).get(k) == want[k]
-                                                 for k in ("backend", "region"))
+        return is_done(out_dir, name, self.fmt, self.extractor.flow_region, self.extractor.flow_backend)
 
-    def run(self, path: Path, out_dir: Path, name: str, progress: Progress | None) -> tuple[int, int, float]:
+    def source(self, path: str | Path) -> FlowSource:
+        """Open `path` (a Co2Error if it is not a readable video) and compute its encoded fields lazily."""
         from co2cli import video
 
         e = self.extractor
         reader = video.VideoReader(path, max_side_px=e.max_side_px)
         # Every frame, the < 16 remainder included: flow users want N fields for N frames, not whole snippets.
         chunks = reader.chunks(e.chunk_frames, drop_remainder=False, whole_frame_gray=e.flow_region == "frame")
-        recipe = self.recipe() | {"source": path.name, "duration_s": reader.info.duration_s}
-        writer = self._write_npy if self.fmt == "npy" else self._write_jpg
-        fields = writer(e.flow_fields(chunks), out_dir, name, recipe, progress, reader)
-        return fields, reader.frames_total, float(reader.info.duration_s or 0.0)
+        encoded = (encode(fields, self.fmt) for _, fields in e.flow_fields(chunks))
+        return FlowSource(reader, encoded, self.recipe())
 
-    def _write_npy(self, pairs, out_dir: Path, name: str, recipe: dict, progress, reader) -> int:  # noqa: ANN001
-        target = out_dir / f"{name}.flow.npy"
-        meta = out_dir / f"{name}.flow.json"
-        meta.unlink(missing_ok=True)  # the recipe is written last and vouches for a complete array
-        count = 0
-        with atomic_path(target, suffix=".npy") as tmp:
-            with tmp.open("wb") as fh:
-                fh.write(_npy_header((0, 224, 224, 2)))
-                for _, fields in pairs:
-                    fh.write(np.ascontiguousarray(fields, dtype="<f4").tobytes())
-                    count += len(fields)
-                    if progress:
-                        progress(count, reader.info.frames_25fps_estimate)
-                fh.seek(0)
-                fh.write(_npy_header((count, 224, 224, 2)))
-                fh.flush()
-                os.fsync(fh.fileno())
-        write_text_atomic(meta, json.dumps(recipe | {"fields": count}, indent=1) + "\n")
-        return count
-
-    def _write_jpg(self, pairs, out_dir: Path, name: str, recipe: dict, progress, reader) -> int:  # noqa: ANN001
-        import cv2
-
-        final = out_dir / name
-        tmp = final.with_name(f".{final.name}.part-jpg")
-        shutil.rmtree(tmp, ignore_errors=True)
-        count = 0
+    def run(self, path: Path, out_dir: Path, name: str, progress: Progress | None) -> tuple[int, int, float]:
+        source = self.source(path)
+        writer = open_writer(out_dir, name, self.fmt)
         try:
-            tmp.mkdir(parents=True)
-            for _, fields in pairs:
-                levels = to_jpeg_levels(fields)
-                for plane in levels:
-                    count += 1
-                    for channel, axis in ((0, "x"), (1, "y")):
-                        if not cv2.imwrite(str(tmp / f"flow_{axis}_{count:05d}.jpg"), plane[..., channel],
-                                           [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-                            raise Co2Error(f"{tmp}: cannot write JPEG files there (disk full or not writable)")
+            for chunk in source.chunks:
+                writer.add(chunk)
                 if progress:
-                    progress(count, reader.info.frames_25fps_estimate)
-            (tmp / "flow.json").write_text(json.dumps(recipe | {"fields": count}, indent=1) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except OSError as exc:
-            raise Co2Error(os_error_message(exc, final)) from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return count
+                    progress(writer.fields, source.frames_estimate)
+            writer.finish(source.recipe())
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.fields, source.reader.frames_total, float(source.reader.info.duration_s or 0.0)

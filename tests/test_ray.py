@@ -5,6 +5,9 @@ The reference is the local executor on the same clips. Features are compared bit
 I3D with one torch thread here (the local run under OMP_NUM_THREADS=1, each 1-CPU Ray worker with
 torch.set_num_threads(1)); a different thread count changes float32 sums in the last bits (~2e-6).
 
+`co2 extract-flow --executor ray` (workers stream encoded flow back, the driver writes it) is compared byte for
+byte with the local executor: TV-L1 through OpenCV is deterministic whatever the chunking or process count.
+
 Ray is optional: without it these tests skip locally, but under CI (CI=true) a missing Ray fails them.
 """
 
@@ -236,6 +239,7 @@ def test_without_ray_one_line_names_the_install_command(tmp_path: Path, clips: P
               "sys.argv = ['co2', *sys.argv[1:]]; main()")
     env = make_env(tmp_path / "empty_home")
     for args in (("extract-features", clips, "-o", tmp_path / "out", "--executor", "ray"),
+                 ("extract-flow", clips, "-o", tmp_path / "out", "--executor", "ray"),
                  ("localize", clips / "a.mp4", "--executor", "ray")):
         proc = subprocess.run([sys.executable, "-c", runner, *map(str, args)], capture_output=True, text=True,
                               env=env, timeout=120)
@@ -245,3 +249,124 @@ def test_without_ray_one_line_names_the_install_command(tmp_path: Path, clips: P
     assert not (tmp_path / "out").exists()
     proc = co2("extract-features", clips, "-o", tmp_path / "out", "--workers", "2", env=env)
     assert proc.returncode == 2 and error_lines(proc) == ["error: --workers needs --executor ray"]
+    proc = co2("extract-flow", clips, "-o", tmp_path / "out", "--cpus-per-worker", "2", env=env)
+    assert proc.returncode == 2 and error_lines(proc) == ["error: --cpus-per-worker needs --executor ray"]
+
+
+# ---- co2 extract-flow --executor ray ---------------------------------------------------------------------
+
+
+FLOW_ARGS = ("--region", "crop", "--backend", "opencv")
+"""TV-L1 on the 224 crop: the cheapest flow, the same code path."""
+
+
+def flow_outputs(folder: Path) -> dict[str, bytes]:
+    """relative path -> bytes of every file in `folder` (npy + json, or jpg folders)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def flow_clips(tmp_path_factory) -> Path:
+    """Two 1.3 s clips (over 32 frames: three chunks when workers use chunk_snippets=1, 16 frames each) and a file that
+    stops half way."""
+    from tests.test_video_pipeline import cut_clip
+
+    folder = tmp_path_factory.mktemp("ray_flow_clips")
+    cut_clip(need(SAMPLE_VIDEOS / WEIGHTLIFTING), folder / "a.mp4", 1.3)
+    cut_clip(need(SAMPLE_VIDEOS / DOG), folder / "b.mp4", 1.3)
+    data = (folder / "b.mp4").read_bytes()
+    (folder / "bad.mp4").write_bytes(data[: len(data) // 2])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_flow(home: Path, flow_clips: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The local executor's npy flow for the flow clips."""
+    out = tmp_path_factory.mktemp("local_flow")
+    proc = co2("extract-flow", flow_clips, "-o", out, *FLOW_ARGS, env=make_env(home))
+    assert proc.returncode == 1, proc.stderr
+    assert sorted(flow_outputs(out)) == ["a.flow.json", "a.flow.npy", "b.flow.json", "b.flow.npy"]
+    assert np.load(out / "a.flow.npy").shape[1:] == (224, 224, 2) and np.load(out / "a.flow.npy").shape[0] > 32
+    return out, proc
+
+
+def test_extract_flow_on_two_node_cluster_matches_local(cluster, home: Path, flow_clips: Path, local_flow,
+                                                        tmp_path: Path) -> None:
+    local_out, local_proc = local_flow
+    out = tmp_path / "flow"
+    args = ("extract-flow", flow_clips, "-o", out, *FLOW_ARGS, "--executor", "ray", "--ray-address", cluster.address)
+    proc = co2(*args, env=make_env(home))
+    assert proc.returncode == 1, proc.stderr
+    assert "2 worker(s)" in proc.stderr and "(2 nodes)" in proc.stderr
+    assert flow_outputs(out) == flow_outputs(local_out)  # bit-identical fields, equal recipes, nothing partial
+    assert error_lines(proc) == error_lines(local_proc) and len(error_lines(proc)) == 1
+    assert "bad.mp4" in error_lines(proc)[0]
+    assert sorted(proc.stdout.splitlines()) == [str(out / "a.flow.npy"), str(out / "b.flow.npy")]
+    assert proc.stderr.splitlines()[-1].startswith("extracted flow for 2 inputs") and ", 1 failed" in proc.stderr
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = co2(*args, env=make_env(home))  # resumes: only the bad file is tried again
+    assert again.returncode == 1 and ", 2 already done" in again.stderr.splitlines()[-1]
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+
+
+def test_extract_flow_worker_killed_mid_video_voids_its_partial_file(cluster, home: Path, flow_clips: Path,
+                                                                     local_flow, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """SIGKILL the worker streaming a video right after its first chunk reached the driver's file: the partial
+    file is dropped, the video runs again, and the batch ends with every output equal to the local run."""
+    from co2cli import distributed, flowfiles
+    from co2cli.cli import named_inputs
+
+    monkeypatch.setenv("CO2CLI_HOME", str(home))
+    named, _ = named_inputs(sorted(flow_clips.glob("*.mp4")))
+    out = tmp_path / "flow"
+    spec = distributed.WorkerSpec(("flow",), "cpu", chunk_snippets=1, flow_backend="opencv", flow_region="crop",
+                                  load_models=False)
+    killed: list[tuple[str, int, int]] = []
+    aborted: list[str] = []
+    pool_ref: list = []
+    real_add, real_abort = flowfiles.NpyWriter.add, flowfiles.NpyWriter.abort
+
+    def add(self, chunk) -> None:  # noqa: ANN001 - on the driver: the chunk a worker just streamed
+        real_add(self, chunk)
+        name = self.target.name.removesuffix(".flow.npy")
+        if not killed and name != "bad":
+            [pid] = [pid for pid, current, *_ in pool_ref[0].poll_status(timeout=5)
+                     if current and Path(current).stem == name]
+            partials = list(out.glob(f".{name}.flow.npy.*.part*"))
+            assert len(partials) == 1 and partials[0].stat().st_size > 16 * 224 * 224 * 2 * 4
+            os.kill(pid, signal.SIGKILL)
+            killed.append((name, pid, self.fields))
+
+    def abort(self) -> None:  # noqa: ANN001
+        aborted.append(self.target.name)
+        real_abort(self)
+
+    monkeypatch.setattr(flowfiles.NpyWriter, "add", add)
+    monkeypatch.setattr(flowfiles.NpyWriter, "abort", abort)
+    with distributed.RayPool(spec, distributed.ClusterOptions(address=cluster.address, quiet=True)) as pool:
+        pool_ref.append(pool)
+        items = distributed.extract_flow_batch(named, out, pool, "npy")
+        deaths = pool.deaths
+    assert len(killed) == 1 and killed[0][2] == 16  # killed after the first of three chunks
+    assert deaths == 1 and aborted.count(f"{killed[0][0]}.flow.npy") == 1
+    assert {item.name: item.status for item in items} == {"a": "done", "b": "done", "bad": "failed"}
+    assert flow_outputs(out) == flow_outputs(local_flow[0])  # the redone video included; no partial file left
+    [failed] = [item for item in items if item.status == "failed"]
+    assert f"error: {failed.message}" == error_lines(local_flow[1])[0]
+
+
+def test_extract_flow_jpg_on_a_local_ray_matches_local(home: Path, flow_clips: Path, tmp_path: Path) -> None:
+    """jpg: workers encode the JPEG files, the driver writes them; the folders equal the local executor's."""
+    _ray()
+    args = ("extract-flow", flow_clips / "a.mp4", *FLOW_ARGS, "--format", "jpg")
+    local = co2(*args, "-o", tmp_path / "local", env=make_env(home))
+    ray_proc = co2(*args, "-o", tmp_path / "ray", "--executor", "ray", "--workers", "1", env=make_env(home))
+    assert local.returncode == ray_proc.returncode == 0, ray_proc.stderr
+    assert "a local Ray started for this run" in ray_proc.stderr and "1 worker(s)" in ray_proc.stderr
+    files = flow_outputs(tmp_path / "ray")
+    assert files == flow_outputs(tmp_path / "local")
+    fields = json.loads(files["a/flow.json"])["fields"]
+    assert fields > 32 and len([name for name in files if name.endswith(".jpg")]) == 2 * fields
+    assert ray_proc.stdout.splitlines() == [str(tmp_path / "ray" / "a")]
