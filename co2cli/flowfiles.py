@@ -110,12 +110,28 @@ class FlowWriter(Protocol):
     def abort(self) -> None: ...
 
 
-class NpyWriter:
+class _Guarded:
+    """An OS failure in a writer's step is one Co2Error naming the output, after the partial output is removed."""
+
+    output: Path
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def _guard(self, step) -> None:  # noqa: ANN001 - a no-argument callable
+        try:
+            step()
+        except OSError as exc:
+            self.abort()
+            raise Co2Error(os_error_message(exc, self.output)) from None
+
+
+class NpyWriter(_Guarded):
     """`<name>.flow.npy` streamed under a temporary name, then `<name>.flow.json` (written last: it vouches for a
     complete array)."""
 
     def __init__(self, out_dir: Path, name: str) -> None:
-        self.target = out_dir / f"{name}.flow.npy"
+        self.target = self.output = out_dir / f"{name}.flow.npy"
         self.meta = out_dir / f"{name}.flow.json"
         self.fields = 0
         self._stack = ExitStack()
@@ -127,13 +143,6 @@ class NpyWriter:
     def _open(self, tmp: Path) -> None:
         self._fh = self._stack.enter_context(tmp.open("wb"))
         self._fh.write(_npy_header((0, 224, 224, 2)))
-
-    def _guard(self, step) -> None:  # noqa: ANN001 - an OS failure is one Co2Error naming the output
-        try:
-            step()
-        except OSError as exc:
-            self.abort()
-            raise Co2Error(os_error_message(exc, self.target)) from None
 
     def add(self, chunk: EncodedChunk) -> None:
         assert isinstance(chunk, np.ndarray) and self._fh is not None
@@ -157,22 +166,15 @@ class NpyWriter:
         self._stack.__exit__(Co2Error, Co2Error("aborted"), None)
 
 
-class JpgWriter:
+class JpgWriter(_Guarded):
     """`<name>/flow_{x,y}_%05d.jpg` + `flow.json` built in `.<name>.part-jpg/`, renamed to `<name>/` when done."""
 
     def __init__(self, out_dir: Path, name: str) -> None:
-        self.final = out_dir / name
+        self.final = self.output = out_dir / name
         self.tmp = self.final.with_name(f".{self.final.name}.part-jpg")
         self.fields = 0
         shutil.rmtree(self.tmp, ignore_errors=True)
         self._guard(lambda: self.tmp.mkdir(parents=True))
-
-    def _guard(self, step) -> None:  # noqa: ANN001
-        try:
-            step()
-        except OSError as exc:
-            self.abort()
-            raise Co2Error(os_error_message(exc, self.final)) from None
 
     def add(self, chunk: EncodedChunk) -> None:
         def write() -> None:
