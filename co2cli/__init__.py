@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 from co2cli.errors import Co2Error
+from co2cli.version import __version__
 
 if TYPE_CHECKING:
     from co2cli.localize import Segment

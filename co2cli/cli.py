@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from co2cli import __version__
-from co2cli.errors import Co2Error
+from co2cli.version import __version__
+from co2cli.errors import Co2Error, UsageError
+from co2cli.inputs import NO_VIDEOS, check_writable, named_inputs, prepare_inputs
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -36,10 +37,6 @@ weights_app = typer.Typer(no_args_is_help=True, context_settings=HELP_OPTIONS,
 app.add_typer(weights_app, name="weights")
 
 VIDEO_OR_FEATURES = "VIDEO|FEATURES.npy|FOLDER|GLOB|-"
-
-
-class UsageError(Co2Error):
-    """A wrong combination of options or arguments: exit code 2, like the parser's own errors."""
 
 
 def _version(value: bool) -> None:
@@ -72,110 +69,6 @@ def stderr_console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Inputs
-
-
-def read_list(source: str) -> list[str]:
-    """Input names from a list file (or stdin for '-'), one per line; blank lines and '#' comments skipped."""
-    if source == "-":
-        text = sys.stdin.read()
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise UsageError(f"input list not found: {path}")
-        try:
-            text = path.read_text()
-        except UnicodeDecodeError:
-            raise UsageError(f"input list {path} is not UTF-8 text") from None
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-
-
-def gather_inputs(items: Sequence[str], from_file: str | None, suffixes: Iterable[str]) -> list[Path]:
-    """Files as given, folders searched recursively for `suffixes`, globs expanded, '-' = names on stdin;
-    order kept, no repeats. A name that matches nothing is kept so it fails with its own error line."""
-    import glob
-
-    names = [n for item in items for n in (read_list("-") if item == "-" else [item])]
-    if from_file:
-        names += read_list(from_file)
-    wanted = {s.lower() for s in suffixes}
-    found: list[Path] = []
-    for item in names:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted
-                                and not p.name.startswith(".")))
-        elif any(ch in item for ch in "*?[") and not path.exists():
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
-            found.extend(p for p in matches if p.is_file())
-            if not matches:
-                found.append(path)  # reported as "not found" like any missing input
-        else:
-            found.append(path)
-    seen: set[Path] = set()
-    return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))]
-
-
-def split_missing(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """(existing files, [(path, message)] for the rest), checked before any model is loaded."""
-    ok, bad = [], []
-    for path in paths:
-        if path.is_file():
-            ok.append(path)
-        elif path.is_dir():
-            bad.append((path, f"{path}: is a folder with no inputs"))
-        else:
-            bad.append((path, f"{path}: not found (no such file or folder)"))
-    return ok, bad
-
-
-def named_inputs(paths: Sequence[Path]) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
-    """(path, unique result name) pairs, and failures for inputs whose name another input already has."""
-    from co2cli.batch import result_names
-
-    pairs, clashes = [], []
-    owner: dict[str, Path] = {}
-    for path, name in zip(paths, result_names(paths)):
-        if name in owner:
-            clashes.append((path, f"{path}: its result name {name!r} is already used by {owner[name]}; rename one "
-                                  "of them (results are never overwritten)"))
-        else:
-            owner[name] = path
-            pairs.append((path, name))
-    return pairs, clashes
-
-
-def no_inputs_left(failures: Sequence[tuple[Path, str]]) -> None:
-    """Stop when no input can be processed: a single failure is the error line itself; several get one line
-    each, then the summary error."""
-    if len(failures) == 1:
-        raise Co2Error(failures[0][1])
-    for _, message in failures:
-        typer.echo(f"error: {message}", err=True)
-    raise Co2Error(f"none of the {len(failures)} inputs can be read")
-
-
-NO_VIDEOS = "no input videos found: give video files, folders or globs (or - to read names from stdin)"
-
-
-def prepare_inputs(inputs: Sequence[str] | None, from_file: str | None, suffixes: Iterable[str], empty: str,
-                   out_dir: Path | None = None) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
-    """Gather, check and name the inputs before any model loads: ((path, name) to process, failures so far).
-    An empty input set is the error `empty`; an `out_dir` that cannot be written is an error too."""
-    paths = gather_inputs(inputs or [], from_file, suffixes)
-    if not paths:
-        raise Co2Error(empty)
-    if out_dir is not None:
-        check_writable(out_dir, "dir")
-    existing, failures = split_missing(paths)
-    named, clashes = named_inputs(existing)
-    failures += clashes
-    if not named:
-        no_inputs_left(failures)
-    return named, failures
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -276,40 +169,32 @@ def cluster_options(executor: Executor, ray_address: str | None, workers: int | 
     return distributed.ClusterOptions(ray_address, workers, cpus_per_worker or 1, quiet)
 
 
-def extract_on_ray(cluster: Any, named: list[tuple[Path, str]], output: Path, streams: tuple[str, ...],
-                   device: str, batch_size: int, flow_workers: int | None, max_side: int | None, overwrite: bool,
-                   quiet: bool, flow_backend: str = "auto", flow_region: str = "frame") -> tuple[list, float]:
-    """`co2 extract-features --executor ray`: (batch items, wall seconds), as the local run gives them."""
-    from co2cli import distributed
+def run_jobs(named: list[tuple[Path, str]], job: Any, pool: Any, unit: str, overwrite: bool, quiet: bool,
+             on_item: Any = None) -> tuple[list, float]:
+    """runner.run_batch with the CLI's progress (a bar per video for the local pool: Ray shows its own):
+    (batch items, wall seconds)."""
     from co2cli.batch import BatchEvents
-    from co2cli.features import output_paths
+    from co2cli.runner import LocalPool, run_batch
 
-    def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem
-        if item.status != "failed":
-            sys.stdout.write(f"{output_paths(output, item.name)[0]}\n")
-            sys.stdout.flush()
-
-    spec = distributed.WorkerSpec(streams, device, batch_size, flow_workers=flow_workers or 1, max_side_px=max_side,
-                                  flow_backend=flow_backend, flow_region=flow_region)
     started = time.perf_counter()
-    with distributed.RayPool(spec, cluster) as pool:
-        items = distributed.extract_batch(named, output, pool, overwrite, BatchEvents(on_end=on_end),
-                                          show_progress=not quiet)
+    with pool, Reporter(len(named), unit, quiet or not isinstance(pool, LocalPool)) as reporter:
+        def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem
+            reporter.end()
+            if on_item is not None:
+                on_item(item)
+
+        items = run_batch(named, job, pool, overwrite, BatchEvents(reporter.start, reporter.frames, on_end))
     return items, time.perf_counter() - started
 
 
-def localize_on_ray(cluster: Any, localizer: Any, named: list[tuple[Path, str]], min_score: float | None,
-                    device: str, quiet: bool) -> tuple[list, list[tuple[Path, str]]]:
-    """`co2 localize --executor ray`: (analyses, failures) in input order, as the local loop collects them."""
-    from co2cli import distributed
+def print_output_path(first_output: Any) -> Any:
+    """An on_item callback printing the (first) output path of each input that has one."""
+    def on_item(item) -> None:  # noqa: ANN001 - batch.BatchItem
+        if item.status != "failed":
+            sys.stdout.write(f"{first_output(item.name)}\n")
+            sys.stdout.flush()
 
-    def on_analysis(analysis) -> None:  # noqa: ANN001 - pipeline.Analysis
-        if analysis.from_cache:
-            echo_err(f"{analysis.video}: features from the cache ({localizer.cache_folder(analysis.source)}; "
-                     "--no-cache recomputes)", quiet)
-
-    with distributed.pool_for_localizer(localizer, device, cluster) as pool:
-        return distributed.localize_batch(localizer, named, pool, min_score, on_analysis, show_progress=not quiet)
+    return on_item
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -380,28 +265,6 @@ def output_format(fmt: OutputFormat | None, output: Path | None) -> str:
         raise UsageError(f"cannot tell the format of --output {output} from its extension: add --format "
                          "(table, json, csv, srt, vtt or html)")
     return implied or "table"
-
-
-def check_writable(target: Path, kind: str = "file") -> None:
-    """Fail before any heavy work when `target` cannot be written (wrong kind, read-only folder, a file in the
-    way of a folder); missing folders are fine (they are created), their nearest existing parent must be writable."""
-    if kind == "file" and target.is_dir():
-        raise Co2Error(f"{target}: is a folder; give a file name to write the results to")
-    if kind == "file" and (target.is_symlink() or (target.exists() and not target.is_file())):
-        if target.exists() and not os.access(target, os.W_OK):  # a pipe or device (/dev/stdout): written in place
-            raise Co2Error(f"{target}: permission denied (cannot write there); choose another output location")
-        return
-    if kind == "dir" and target.exists() and not target.is_dir():
-        raise Co2Error(f"{target}: exists and is not a folder; give a folder to write into")
-    folder = target.parent if kind == "file" else target
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise Co2Error(f"{folder}: is a file, not a folder; choose another output location")
-    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    if read_only or not os.access(folder, os.W_OK | os.X_OK):
-        why = "read-only file system" if read_only else "permission denied"
-        raise Co2Error(f"{folder}: cannot write there ({why}); choose another output location")
 
 
 def write_result_file(target: Path, text: str) -> None:
@@ -510,33 +373,18 @@ def localize(
     from co2cli.pipeline import load_model
 
     started = time.perf_counter()
-
     localizer = load_model(chosen, checkpoint=checkpoint, device=device.value, use_cache=not no_cache,
                            max_side_px=max_side, flow_backend=flow_backend.value, flow_region=flow_region.value,
                            flow_workers=flow_workers)
     check_only(only, localizer)
     model_sha256 = model_weights_sha256(chosen, checkpoint)
     echo_err(f"model: {localizer.description}", quiet)
-    analyses: list[Analysis] = []
-    if cluster is not None:  # --executor ray
-        analyses, ray_failures = localize_on_ray(cluster, localizer, named, min_score, device.value, quiet)
-        failures += ray_failures
-    else:
-        with Reporter(len(named), "inputs", quiet) as reporter:
-            for path, name in named:
-                reporter.start(path)
-                try:
-                    analysis = localizer.analyze(path, min_score, name)
-                except Co2Error as exc:
-                    failures.append((path, str(exc)))
-                else:
-                    analyses.append(analysis)
-                    if analysis.from_cache:
-                        echo_err(f"{name}: features from the cache ({localizer.cache_folder(path)}; --no-cache "
-                                 "recomputes)", quiet)
-                reporter.end()
+    analyses, run_failures = localize_inputs(localizer, named, min_score, cluster, device.value, quiet)
+    failures += run_failures
     wall = time.perf_counter() - started
     if analyses:
+        if has_videos:
+            model_sha256 = {**model_sha256, **localizer.features.weights_sha256()}
         _write_localize_outputs(analyses, localizer, fmt_name, view, top_k, only, output, output_dir, plot, html,
                                 quiet, model_sha256)
     for path, message in failures:
@@ -545,6 +393,30 @@ def localize(
     echo_err(summary_line("localized", len(analyses), len(failures), video_seconds, wall), quiet)
     if failures:
         raise typer.Exit(1)
+
+
+def localize_inputs(localizer: Any, named: list[tuple[Path, str]], min_score: float | None, cluster: Any,
+                    device: str, quiet: bool) -> tuple[list[Analysis], list[tuple[Path, str]]]:
+    """(analyses, [(input, message)] failures), both in input order, computed on the chosen executor."""
+    from co2cli.pipeline import LocalizeJob
+    from co2cli.runner import LocalPool
+
+    if cluster is None:
+        pool: Any = LocalPool(localizer.features.extractor)
+    else:
+        from co2cli import distributed
+
+        pool = distributed.pool_for_features(localizer.features, device, cluster)
+
+    def on_item(item) -> None:  # noqa: ANN001 - batch.BatchItem
+        if item.status == "done" and item.output.from_cache:
+            echo_err(f"{item.name}: features from the cache ({localizer.cache_folder(item.path)}; --no-cache "
+                     "recomputes)", quiet)
+
+    job = LocalizeJob(localizer, min_score, any_backend=cluster is not None)
+    items, _ = run_jobs(named, job, pool, "inputs", False, quiet, on_item)
+    return ([item.output for item in items if item.status == "done"],
+            [(item.path, item.message) for item in items if item.status == "failed"])
 
 
 def parse_only(only_text: str | None) -> list[str] | None:
@@ -634,9 +506,8 @@ def _write_localize_outputs(analyses: Sequence[Analysis], localizer: object, fmt
 
     only = parse_only(only_text)
     description = getattr(localizer, "description", "co2cli")
-    extractor = getattr(localizer, "_extractor", None)
-    run = writers.RunInfo(description, {**(model_sha256 or {}), **(getattr(extractor, "weights_sha256", {}) or {})},
-                          __version__, {a.video: a.duration_s for a in analyses})
+    run = writers.RunInfo(description, dict(model_sha256 or {}), __version__,
+                          {a.video: a.duration_s for a in analyses})
     title = f"Actions found by {description}"
 
     def results_for(format_name: str) -> dict:
@@ -802,28 +673,27 @@ def extract_features(
         hint = "; or use --streams rgb for RGB-only (T, 1024) features" if "i3d-flow" in str(exc) else ""
         raise Co2Error(f"{exc}{hint}") from None
 
-    if cluster is not None:  # --executor ray
-        items, wall = extract_on_ray(cluster, named, output, chosen, device.value, batch_size, flow_workers,
-                                     max_side, overwrite, quiet, flow_backend.value, flow_region.value)
-    else:
-        from co2cli.batch import BatchEvents, run_batch
-        from co2cli.extract import FeatureExtractor
-        from co2cli.features import output_paths
+    from co2cli.extract import FeatureExtractor, FeatureJob
+    from co2cli.features import output_paths
+    from co2cli.runner import LocalPool
 
+    if cluster is None:
         extractor = FeatureExtractor(chosen, device.value, batch_size, flow_workers=flow_workers,
                                      max_side_px=max_side, flow_backend=flow_backend.value,
                                      flow_region=flow_region.value)
-        started = time.perf_counter()
-        with Reporter(len(named), "videos", quiet) as reporter:
-            def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem
-                reporter.end()
-                if item.status != "failed":
-                    sys.stdout.write(f"{output_paths(output, item.name)[0]}\n")
-                    sys.stdout.flush()
+        job = FeatureJob(output, extractor.identity())
+        pool: Any = LocalPool(lambda: extractor)
+        items, wall = run_jobs(named, job, pool, "videos", overwrite, quiet,
+                               print_output_path(lambda name: output_paths(output, name)[0]))
+    else:
+        from co2cli import distributed
 
-            items = run_batch(named, output, extractor, overwrite,
-                              BatchEvents(reporter.start, reporter.frames, on_end))
-        wall = time.perf_counter() - started
+        spec = distributed.WorkerSpec(chosen, device.value, batch_size, flow_workers=flow_workers or 1,
+                                      max_side_px=max_side, flow_backend=flow_backend.value,
+                                      flow_region=flow_region.value)
+        job = FeatureJob.installed(output, chosen, flow_region.value)  # any flow backend: workers pick theirs
+        items, wall = run_jobs(named, job, distributed.RayPool(spec, cluster), "videos", overwrite, quiet,
+                               print_output_path(lambda name: output_paths(output, name)[0]))
     _finish_batch("extracted", items, failures, wall, quiet)
 
 
@@ -877,35 +747,26 @@ def extract_flow(
         raise UsageError(f"--format must be npy or jpg, not {fmt!r}")
     named, failures = prepare_inputs(inputs, from_file, video_mod.VIDEO_SUFFIXES, NO_VIDEOS, output)
 
-    from co2cli.batch import BatchEvents, run_batch
     from co2cli.extract import FeatureExtractor
+    from co2cli.runner import LocalPool
 
-    def print_output(item) -> None:  # noqa: ANN001 - batch.BatchItem
-        if item.status != "failed":
-            sys.stdout.write(f"{flowfiles.outputs(output, item.name, fmt)[0]}\n")
-            sys.stdout.flush()
-
-    started = time.perf_counter()
-    if cluster is not None:  # --executor ray
+    if cluster is None:
+        extractor = FeatureExtractor(("flow",), device.value, flow_workers=workers, max_side_px=max_side,
+                                     flow_backend=backend.value, flow_region=region.value, load_models=False)
+        job = flowfiles.FlowJob(output, fmt, region.value, extractor.flow_backend)
+        pool: Any = LocalPool(lambda: extractor)
+    else:
         from co2cli import distributed
 
         spec = distributed.WorkerSpec(("flow",), device.value, flow_workers=cluster.cpus_per_worker,
                                       max_side_px=max_side, flow_backend=backend.value, flow_region=region.value,
                                       load_models=False)
-        with distributed.RayPool(spec, cluster) as pool:
-            items = distributed.extract_flow_batch(named, output, pool, fmt, overwrite,
-                                                   BatchEvents(on_end=print_output), show_progress=not quiet)
-    else:
-        job = flowfiles.FlowJob(FeatureExtractor(("flow",), device.value, flow_workers=workers,
-                                                 max_side_px=max_side, flow_backend=backend.value,
-                                                 flow_region=region.value, load_models=False), fmt)
-        with Reporter(len(named), "videos", quiet) as reporter:
-            def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem
-                reporter.end()
-                print_output(item)
+        job = flowfiles.FlowJob(output, fmt, region.value, None if backend.value == "auto" else backend.value)
+        pool = distributed.RayPool(spec, cluster)
+    items, wall = run_jobs(named, job, pool, "videos", overwrite, quiet,
+                           print_output_path(lambda name: flowfiles.outputs(output, name, fmt)[0]))
+    _finish_batch("extracted flow for", items, failures, wall, quiet)
 
-            items = run_batch(named, output, job, overwrite, BatchEvents(reporter.start, reporter.frames, on_end))
-    _finish_batch("extracted flow for", items, failures, time.perf_counter() - started, quiet)
 
 
 def _finish_batch(verb: str, items: Sequence, failures: list, wall: float, quiet: bool) -> None:
@@ -1102,12 +963,11 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except UsageError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     except Co2Error as exc:
+        for line in exc.details:
+            typer.echo(f"error: {line}", err=True)
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(2 if isinstance(exc, UsageError) else 1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from co2cli.batch import BatchItem
 from co2cli.errors import Co2Error
 from co2cli.features import STREAM_DIM
+from co2cli.runner import Compute, Computed, Message
 from co2cli.timebase import FPS, SNIPPET_FRAMES
 
 if TYPE_CHECKING:
@@ -107,6 +109,48 @@ def prefetch(items: Iterable, depth: int = PREFETCH_CHUNKS) -> Iterator:
         thread.join()
 
 
+@dataclass(frozen=True)
+class WeightRecord:
+    """Where one weight file came from, as a feature recipe records it."""
+
+    label: str
+    """Its path in the store that provided it (messages only)."""
+    sha256: str | None
+    family: str
+
+
+def installed_weights(streams: Sequence[str]) -> dict[str, WeightRecord]:
+    """The local store's records of the I3D weights of `streams` (a Co2Error naming the install command for a
+    missing one)."""
+    from co2cli import weights
+
+    records = {}
+    for stream in streams:
+        name = WEIGHT_NAMES[stream]
+        path = weights.resolve(name)
+        record = weights.installed()[name]
+        records[name] = WeightRecord(str(path), record.get("sha256"), weights.family(record))
+    return records
+
+
+def installed_sha256(streams: Sequence[str]) -> dict[str, str | None]:
+    """Weight name -> SHA-256 of the installed I3D weights of `streams`."""
+    return {name: record.sha256 for name, record in installed_weights(parse_streams(streams)).items()}
+
+
+def feature_identity(streams: Sequence[str], weights_sha256: Mapping[str, str | None], flow_region: str,
+                     flow_backend: str | None = None) -> dict:
+    """The recipe keys that make two feature files comparable (a written file with other values is redone).
+    `weights_sha256`: weight name -> SHA-256 of the I3D weights used. `flow_backend` None accepts either backend
+    (Ray workers resolve `auto` on their own devices)."""
+    streams = parse_streams(streams)
+    flow: dict | None = None
+    if "flow" in streams:
+        flow = {"region": flow_region} | ({"backend": flow_backend} if flow_backend is not None else {})
+    return {"streams": list(streams), "recipe_version": RECIPE_VERSION, "flow": flow,
+            "weights_sha256": dict(weights_sha256)}
+
+
 class FeatureExtractor:
     """Features of whole videos with the installed I3D weights (or given state dicts) for `streams`.
 
@@ -118,8 +162,11 @@ class FeatureExtractor:
     def __init__(self, streams: Sequence[str] = STREAMS, device: str | torch.device = "auto", batch_size: int = 4,
                  chunk_snippets: int = 8, flow_workers: int | None = None, max_side_px: int | None = None,
                  state_dicts: Mapping[str, Mapping[str, torch.Tensor]] | None = None, flow_backend: str = "auto",
-                 flow_region: str = "frame", overlap: bool = True, load_models: bool = True) -> None:
-        from co2cli import checkpoints, flow, weights
+                 flow_region: str = "frame", overlap: bool = True, load_models: bool = True,
+                 provenance: Mapping[str, WeightRecord] | None = None) -> None:
+        """`state_dicts` (stream -> I3D state dict) replace reading the weight files; `provenance` (weight name ->
+        WeightRecord) replaces looking them up in the local store (a Ray worker's node may have none)."""
+        from co2cli import checkpoints, flow
         from co2cli.devices import pick_device
 
         self.streams = parse_streams(streams)
@@ -138,24 +185,24 @@ class FeatureExtractor:
         self.models: dict[str, InceptionI3d] = {}
         self.weights_sha256: dict[str, str | None] = {}
         self.weights_family: dict[str, str] = {}
-        for stream in self.streams if load_models else ():  # flow-only jobs (`co2 extract-flow`) need no I3D
+        streams_with_models = self.streams if load_models else ()  # flow-only jobs (`co2 extract-flow`): no I3D
+        records = dict(provenance or {}) or installed_weights(streams_with_models)
+        for stream in streams_with_models:
             name = WEIGHT_NAMES[stream]
-            path = weights.resolve(name)
-            source = (state_dicts or {}).get(stream) or path
-            self.models[stream] = checkpoints.load_i3d(source, IN_CHANNELS[stream], self.device, label=str(path))
-            record = weights.installed()[name]
-            self.weights_sha256[name] = record.get("sha256")
-            self.weights_family[name] = weights.family(record)
+            record = records[name]
+            source = (state_dicts or {}).get(stream) or Path(record.label)
+            self.models[stream] = checkpoints.load_i3d(source, IN_CHANNELS[stream], self.device, label=record.label)
+            self.weights_sha256[name] = record.sha256
+            self.weights_family[name] = record.family
 
     def identity(self) -> dict:
         """The recipe keys that make features comparable: a written file with other values is redone."""
-        flow = {"region": self.flow_region, "backend": self.flow_backend} if "flow" in self.streams else None
-        return {"streams": list(self.streams), "recipe_version": RECIPE_VERSION, "flow": flow,
-                "weights_sha256": dict(self.weights_sha256)}
+        return feature_identity(self.streams, self.weights_sha256, self.flow_region, self.flow_backend)
 
     def recipe(self) -> dict:
         """What every feature file made by this extractor shares (the per-video facts are added later)."""
-        from co2cli import __version__, flow, video
+        from co2cli import flow, video
+        from co2cli.version import __version__
 
         return {
             "co2cli_version": __version__, "recipe_version": RECIPE_VERSION,
@@ -226,3 +273,67 @@ class FeatureExtractor:
                                                   self.flow_backend, device):
             top, left = frames.crop_box
             yield frames, np.ascontiguousarray(fields[:, top:top + CROP, left:left + CROP])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `co2 extract-features` as a batch job (runner.run_batch): compute anywhere, write on the driver
+
+
+def compute_features(extractor: FeatureExtractor, path: str, progress: Progress | None) -> Iterator[Message]:
+    """One video's features as one Computed message (features are small enough to travel whole)."""
+    got = extractor.extract(path, progress)
+    yield Computed(got.recipe, int(got.recipe.get("frame_count") or 0), float(got.recipe.get("duration_s") or 0.0),
+                   got.features)
+
+
+@dataclass
+class _FeatureWriter:
+    out_dir: Path
+    path: Path
+    name: str
+
+    def add(self, chunk: object) -> None:  # pragma: no cover - compute_features streams no chunks
+        raise TypeError("feature extraction streams no chunks")
+
+    def finish(self, result: Computed) -> BatchItem:
+        from co2cli.features import save
+
+        assert result.features is not None
+        save(self.out_dir, self.name, result.features, result.recipe)
+        return BatchItem(self.path, self.name, "done", int(result.features.shape[0]), frames=result.frames,
+                         duration_s=result.duration_s)
+
+    def abort(self) -> None:
+        """Nothing to remove: `features.save` writes under temporary names."""
+
+
+@dataclass
+class FeatureJob:
+    """`co2 extract-features`: `<name>.npy` (T, D) + `<name>.json` recipe per video in `out_dir`; an output whose
+    recipe matches `identity` (see feature_identity) is finished."""
+
+    out_dir: Path
+    identity: dict
+    compute: Compute = compute_features
+
+    def is_done(self, name: str) -> bool:
+        from co2cli.features import is_complete
+
+        return is_complete(self.out_dir, name, self.identity)
+
+    def outputs(self, name: str) -> Sequence[Path]:
+        from co2cli.features import output_paths
+
+        return output_paths(self.out_dir, name)
+
+    def answer(self, path: Path, name: str) -> BatchItem | None:
+        return None
+
+    def writer(self, path: Path, name: str) -> _FeatureWriter:
+        return _FeatureWriter(self.out_dir, path, name)
+
+    @classmethod
+    def installed(cls, out_dir: Path, streams: Sequence[str], flow_region: str,
+                  flow_backend: str | None = None) -> FeatureJob:
+        """A job whose identity is that of the installed weights (no network is loaded on the driver)."""
+        return cls(out_dir, feature_identity(streams, installed_sha256(streams), flow_region, flow_backend))

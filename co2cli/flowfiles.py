@@ -7,10 +7,10 @@
   value = round((px + 20) * 255 / 40), as denseflow and mmaction2 write them, plus `<name>/flow.json`. The folder
   is built under a temporary name and renamed when complete.
 
-The work is split where a cluster splits it: `FlowJob.source` computes a video's fields and *encodes* them chunk by
+The work is split where a cluster splits it: `FlowCompute` computes a video's fields and *encodes* them chunk by
 chunk (float32 bytes for npy, JPEG files for jpg: the costly part), and a `FlowWriter` only writes encoded chunks.
-The local executor runs both in one process; `--executor ray` runs the source on a worker and the writer on the
-driver (`distributed.extract_flow_batch`), so both write the same bytes.
+`runner.run_batch` runs the compute on its pool (this process, or a Ray worker) and the writer on the driver, so
+every executor writes the same bytes.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, Union
 
 import numpy as np
 
+from co2cli.batch import BatchItem
 from co2cli.errors import Co2Error
-from co2cli.extract import FeatureExtractor, Progress
 from co2cli.fsio import atomic_path, os_error_message, write_text_atomic
+from co2cli.runner import Chunk, Compute, Computed, Message
 
 if TYPE_CHECKING:
+    from co2cli.extract import FeatureExtractor, Progress
     from co2cli.video import VideoReader
 
 FORMATS = ("npy", "jpg")
@@ -224,51 +226,96 @@ class FlowSource:
         return self.base_recipe | {"source": self.reader.path.name, "duration_s": self.reader.info.duration_s}
 
 
+def flow_recipe(extractor: FeatureExtractor, fmt: str) -> dict:
+    """What every flow output of `extractor`'s settings in `fmt` shares (the per-video facts are added later)."""
+    from co2cli import flow, video
+    from co2cli.version import __version__
+
+    e = extractor
+    return {"co2cli_version": __version__, "format": fmt, "fps": video.FPS, "video": video.RECIPE,
+            "flow": flow.recipe(e.flow_backend, e.flow_region),
+            "layout": ("float32 (N, 224, 224, 2) in [-1, 1], channels (dx, dy)" if fmt == "npy" else
+                       "flow_x_%05d.jpg / flow_y_%05d.jpg, 8-bit, bound 20 px: round((px + 20) * 255 / 40)")}
+
+
+def flow_source(extractor: FeatureExtractor, path: str | Path, fmt: str) -> FlowSource:
+    """Open `path` (a Co2Error if it is not a readable video) and compute its encoded fields lazily."""
+    from co2cli import video
+
+    e = extractor
+    reader = video.VideoReader(path, max_side_px=e.max_side_px)
+    # Every frame, the < 16 remainder included: flow users want N fields for N frames, not whole snippets.
+    chunks = reader.chunks(e.chunk_frames, drop_remainder=False, whole_frame_gray=e.flow_region == "frame")
+    encoded = (encode(fields, fmt) for _, fields in e.flow_fields(chunks))
+    return FlowSource(reader, encoded, flow_recipe(e, fmt))
+
+
+@dataclass(frozen=True)
+class FlowCompute:
+    """The compute of a flow job (runs anywhere): a video's encoded chunks, then its recipe."""
+
+    fmt: str
+
+    def __call__(self, extractor: FeatureExtractor, path: str, progress: Progress | None) -> Iterator[Message]:
+        source = flow_source(extractor, path, self.fmt)
+        done = 0
+        for chunk in source.chunks:
+            yield Chunk(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, source.frames_estimate)
+        yield Computed(source.recipe(), source.reader.frames_total, float(source.reader.info.duration_s or 0.0))
+
+
+class _FlowOutput:
+    """The driver's half: a FlowWriter opened on the first chunk (a video that fails to open leaves nothing)."""
+
+    def __init__(self, out_dir: Path, path: Path, name: str, fmt: str) -> None:
+        self.out_dir, self.path, self.name, self.fmt = out_dir, path, name, fmt
+        self._writer: FlowWriter | None = None
+
+    def _open(self) -> FlowWriter:
+        if self._writer is None:
+            self._writer = open_writer(self.out_dir, self.name, self.fmt)
+        return self._writer
+
+    def add(self, chunk: EncodedChunk) -> None:
+        self._open().add(chunk)
+
+    def finish(self, result: Computed) -> BatchItem:
+        writer = self._open()  # a video of no fields still gets its (empty) output
+        writer.finish(result.recipe)
+        return BatchItem(self.path, self.name, "done", writer.fields, frames=result.frames,
+                         duration_s=result.duration_s)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+
+
+@dataclass
 class FlowJob:
-    """One video's flow into `out_dir` in `fmt` (npy or jpg), computed by `extractor`'s flow settings."""
+    """`co2 extract-flow`: one video's flow into `out_dir` in `fmt` (npy or jpg). An output made with `region`
+    and `backend` is finished (backend None: either, as Ray workers resolve `auto` on their own devices)."""
 
-    def __init__(self, extractor: FeatureExtractor, fmt: str = "npy") -> None:
-        if fmt not in FORMATS:
-            raise Co2Error(f"unknown flow format {fmt!r}: use npy or jpg")
-        self.extractor = extractor
-        self.fmt = fmt
+    out_dir: Path
+    fmt: str
+    region: str
+    backend: str | None
 
-    def recipe(self) -> dict:
-        from co2cli import __version__, flow, video
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise Co2Error(f"unknown flow format {self.fmt!r}: use npy or jpg")
+        self.compute: Compute = FlowCompute(self.fmt)
 
-        e = self.extractor
-        return {"co2cli_version": __version__, "format": self.fmt, "fps": video.FPS, "video": video.RECIPE,
-                "flow": flow.recipe(e.flow_backend, e.flow_region),
-                "layout": ("float32 (N, 224, 224, 2) in [-1, 1], channels (dx, dy)" if self.fmt == "npy" else
-                           "flow_x_%05d.jpg / flow_y_%05d.jpg, 8-bit, bound 20 px: round((px + 20) * 255 / 40)")}
+    def outputs(self, name: str) -> Sequence[Path]:
+        return outputs(self.out_dir, name, self.fmt)
 
-    def outputs(self, out_dir: Path, name: str) -> Sequence[Path]:
-        return outputs(out_dir, name, self.fmt)
+    def is_done(self, name: str) -> bool:
+        return is_done(self.out_dir, name, self.fmt, self.region, self.backend)
 
-    def is_done(self, out_dir: Path, name: str) -> bool:
-        return is_done(out_dir, name, self.fmt, self.extractor.flow_region, self.extractor.flow_backend)
+    def answer(self, path: Path, name: str) -> BatchItem | None:
+        return None
 
-    def source(self, path: str | Path) -> FlowSource:
-        """Open `path` (a Co2Error if it is not a readable video) and compute its encoded fields lazily."""
-        from co2cli import video
-
-        e = self.extractor
-        reader = video.VideoReader(path, max_side_px=e.max_side_px)
-        # Every frame, the < 16 remainder included: flow users want N fields for N frames, not whole snippets.
-        chunks = reader.chunks(e.chunk_frames, drop_remainder=False, whole_frame_gray=e.flow_region == "frame")
-        encoded = (encode(fields, self.fmt) for _, fields in e.flow_fields(chunks))
-        return FlowSource(reader, encoded, self.recipe())
-
-    def run(self, path: Path, out_dir: Path, name: str, progress: Progress | None) -> tuple[int, int, float]:
-        source = self.source(path)
-        writer = open_writer(out_dir, name, self.fmt)
-        try:
-            for chunk in source.chunks:
-                writer.add(chunk)
-                if progress:
-                    progress(writer.fields, source.frames_estimate)
-            writer.finish(source.recipe())
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.fields, source.reader.frames_total, float(source.reader.info.duration_s or 0.0)
+    def writer(self, path: Path, name: str) -> _FlowOutput:
+        return _FlowOutput(self.out_dir, path, name, self.fmt)

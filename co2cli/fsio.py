@@ -99,3 +99,13 @@ def remove_partials(folder: Path, target_name: str | None = None) -> None:
         pattern = f".{target_name}.*.part*" if target_name else PARTIAL_GLOB
         for stale in folder.glob(pattern):
             stale.unlink(missing_ok=True)
+
+
+def write_result_file(target: Path, text: str) -> None:
+    """--output: a regular file is replaced atomically (no reader sees half a file); a pipe, a device or a symlink
+    (/dev/stdout, a FIFO) is written into in place, never replaced by a new file."""
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        write_text_atomic(target, text)

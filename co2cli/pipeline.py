@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -19,10 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from co2cli import classes as class_lists
+from co2cli.batch import BatchItem
 from co2cli.errors import Co2Error
-from co2cli.extract import FeatureExtractor
+from co2cli.extract import FeatureExtractor, compute_features, feature_identity, installed_sha256
 from co2cli.features import FEATURE_DIM, STREAM_DIM, FeatureFile, is_complete, load_features, save
 from co2cli.localize import Segment, co2_localize, kinetics_proposals, to_segments
+from co2cli.runner import Compute, Computed
 
 if TYPE_CHECKING:
     import torch
@@ -64,36 +67,46 @@ class Analysis:
         return max(covered, self.duration_s or 0.0)
 
 
-class Localizer:
-    """Shared input handling: videos become features (cached), feature files are loaded and checked."""
+class FeatureSource:
+    """The features of videos a localizer reads: from the feature cache, or extracted with `co2 extract-features`'
+    code (by its own FeatureExtractor, built on first use, or by a batch pool's workers) and then cached."""
 
-    description = "localizer"
-    streams: tuple[str, ...] = ("rgb", "flow")
-    feature_dims: tuple[int, ...] = (FEATURE_DIM,)
-
-    def __init__(self, device: torch.device, batch_size: int = 4, cache_dir: Path | None = None,
-                 use_cache: bool = True, max_side_px: int | None = None, flow_backend: str = "auto",
-                 flow_region: str = "frame", flow_workers: int | None = None) -> None:
+    def __init__(self, streams: Sequence[str], device: torch.device, batch_size: int = 4,
+                 cache_dir: Path | None = None, use_cache: bool = True, max_side_px: int | None = None,
+                 flow_backend: str = "auto", flow_region: str = "frame", flow_workers: int | None = None,
+                 state_dicts: Mapping[str, Mapping] | None = None) -> None:
+        self.streams = tuple(streams)
         self.device = device
         self.batch_size = batch_size
         self.cache_dir = cache_dir
         self.use_cache = use_cache
         self.max_side_px = max_side_px
-        self.flow_options = {"flow_backend": flow_backend, "flow_region": flow_region, "flow_workers": flow_workers}
+        self.flow_backend = flow_backend
+        self.flow_region = flow_region
+        self.flow_workers = flow_workers
+        self.state_dicts = dict(state_dicts or {})
+        """I3D weights already in memory (stream -> state dict), reused so no file is read twice."""
         self._extractor: FeatureExtractor | None = None
-
-    # -- inputs -----------------------------------------------------------------------------------------------
 
     def extractor(self) -> FeatureExtractor:
         if self._extractor is None:
             self._extractor = FeatureExtractor(self.streams, self.device, self.batch_size,
-                                               max_side_px=self.max_side_px, state_dicts=self._state_dicts(),
-                                               **self.flow_options)
+                                               max_side_px=self.max_side_px, state_dicts=self.state_dicts,
+                                               flow_backend=self.flow_backend, flow_region=self.flow_region,
+                                               flow_workers=self.flow_workers)
         return self._extractor
 
-    def _state_dicts(self) -> dict:
-        """Already loaded I3D weights to reuse (so no file is read twice)."""
-        return {}
+    def weights_sha256(self) -> dict[str, str | None]:
+        """Weight name -> SHA-256 of the I3D weights features are made with (from the local store)."""
+        return installed_sha256(self.streams)
+
+    def identity(self, any_backend: bool = False) -> dict:
+        """The recipe keys a cached file must match (`any_backend`: made by either flow backend, as Ray workers
+        pick theirs on their own devices)."""
+        from co2cli.flow import resolve_backend
+
+        backend = None if any_backend else resolve_backend(self.flow_backend, self.device.type)
+        return feature_identity(self.streams, self.weights_sha256(), self.flow_region, backend)
 
     def cache_folder(self, video: Path) -> Path:
         """`<home>/features/<key>/`, key = hash of the video's absolute path, size and modification time."""
@@ -103,45 +116,85 @@ class Localizer:
         key = hashlib.sha256(f"{video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
         return (self.cache_dir or weights.home() / "features") / key
 
-    def video_features(self, video: Path, name: str | None = None) -> tuple[FeatureFile, bool]:
-        """(features of a video, whether they came from the cache), made by `co2 extract-features`' code."""
+    def cached(self, video: Path, name: str | None = None, any_backend: bool = False) -> FeatureFile | None:
+        """The video's features from the cache, or None (not cached, or made by another recipe)."""
         if not video.is_file():
             raise Co2Error(f"input not found: {video}")
-        extractor = self.extractor()
         folder = self.cache_folder(video) if self.use_cache else None
-        if folder is not None and is_complete(folder, video.stem, extractor.identity()):
-            cached = load_features(folder / f"{video.stem}.npy", dim=None)
-            return FeatureFile(video, cached.features, cached.recipe, name or video.stem), True
-        extracted = extractor.extract(video)
-        if folder is not None:
-            save(folder, video.stem, extracted.features, extracted.recipe)
+        if folder is None or not is_complete(folder, video.stem, self.identity(any_backend)):
+            return None
+        cached = load_features(folder / f"{video.stem}.npy", dim=None)
+        return FeatureFile(video, cached.features, cached.recipe, name or video.stem)
+
+    def store(self, video: Path, features: np.ndarray, recipe: dict, name: str | None = None) -> FeatureFile:
+        """Freshly extracted features of `video`, written to the cache (unless disabled)."""
+        if self.use_cache:
+            save(self.cache_folder(video), video.stem, features, recipe)
         # The recipe as a cached run would read it back (JSON types), so fresh and cached runs agree.
-        recipe = json.loads(json.dumps(extracted.recipe, default=str))
-        return FeatureFile(video, extracted.features, recipe, name or video.stem), False
+        recipe = json.loads(json.dumps(recipe, default=str))
+        return FeatureFile(video, features, recipe, name or video.stem)
+
+    def video_features(self, video: Path, name: str | None = None) -> tuple[FeatureFile, bool]:
+        """(features of a video, whether they came from the cache)."""
+        cached = self.cached(video, name)
+        if cached is not None:
+            return cached, True
+        extracted = self.extractor().extract(video)
+        return self.store(video, extracted.features, extracted.recipe, name), False
+
+
+def is_feature_file(path: Path) -> bool:
+    return path.suffix.lower() in FEATURE_SUFFIXES
+
+
+class Localizer:
+    """Shared input handling: videos become features through a FeatureSource, feature files are loaded and
+    checked."""
+
+    description = "localizer"
+    streams: tuple[str, ...] = ("rgb", "flow")
+    feature_dims: tuple[int, ...] = (FEATURE_DIM,)
+
+    def __init__(self, features: FeatureSource) -> None:
+        self.features = features
+
+    # -- inputs -----------------------------------------------------------------------------------------------
+
+    def cache_folder(self, video: Path) -> Path:
+        return self.features.cache_folder(video)
+
+    def feature_file(self, path: Path, name: str | None = None) -> FeatureFile:
+        """A (T, D) feature file checked against what this localizer reads."""
+        feats = load_features(path, dim=None)
+        if feats.features.shape[1] not in self.feature_dims:
+            want = " or ".join(f"(T, {d})" for d in self.feature_dims)
+            raise Co2Error(f"{path} has shape {feats.features.shape}, expected {want} for {self.description}")
+        feats.name = name or feats.name
+        return feats
 
     def features_for(self, path: Path, name: str | None = None) -> tuple[FeatureFile, bool]:
-        if path.suffix.lower() in FEATURE_SUFFIXES:
-            feats = load_features(path, dim=None)
-            if feats.features.shape[1] not in self.feature_dims:
-                want = " or ".join(f"(T, {d})" for d in self.feature_dims)
-                raise Co2Error(f"{path} has shape {feats.features.shape}, expected {want} for {self.description}")
-            feats.name = name or feats.name
-            return feats, False
-        return self.video_features(path, name)
+        if is_feature_file(path):
+            return self.feature_file(path, name), False
+        return self.features.video_features(path, name)
 
     # -- outputs ----------------------------------------------------------------------------------------------
 
     def analyze_features(self, feats: FeatureFile, min_score: float | None = None) -> Analysis:
         raise NotImplementedError
 
-    def analyze(self, path: str | Path, min_score: float | None = None, name: str | None = None) -> Analysis:
-        """Segments and curves of one video or feature file, reported under `name` (default: the file's stem)."""
-        feats, cached = self.features_for(Path(path), name)
+    def analysis_of(self, feats: FeatureFile, source: Path, from_cache: bool,
+                    min_score: float | None = None) -> Analysis:
+        """The Analysis of `source`'s features, with the facts about its input filled in."""
         analysis = self.analyze_features(feats, min_score)
-        analysis.source, analysis.from_cache = Path(path), cached
+        analysis.source, analysis.from_cache = source, from_cache
         analysis.duration_s, analysis.snippets, analysis.recipe = (feats.duration_s, int(feats.features.shape[0]),
                                                                   feats.recipe)
         return analysis
+
+    def analyze(self, path: str | Path, min_score: float | None = None, name: str | None = None) -> Analysis:
+        """Segments and curves of one video or feature file, reported under `name` (default: the file's stem)."""
+        feats, cached = self.features_for(Path(path), name)
+        return self.analysis_of(feats, Path(path), cached, min_score)
 
     def localize(self, path: str | Path, min_score: float | None = None) -> list[Segment]:
         """Segments (seconds on the video's timeline) of one video or feature file."""
@@ -151,9 +204,8 @@ class Localizer:
 class Co2Localizer(Localizer):
     """CO2-Net on two-stream features: CAS + attention -> multiple-threshold proposals -> segments."""
 
-    def __init__(self, model: CO2Net, class_names: list[str], description: str, device: torch.device,
-                 **options: object) -> None:
-        super().__init__(device, **options)  # type: ignore[arg-type]
+    def __init__(self, model: CO2Net, class_names: list[str], description: str, features: FeatureSource) -> None:
+        super().__init__(features)
         self.model = model
         self.class_names = class_names
         self.description = description
@@ -182,19 +234,12 @@ class KineticsLocalizer(Localizer):
     feature_dims = (STREAM_DIM, FEATURE_DIM)
     description = "Kinetics-400 I3D (zero-shot, RGB)"
 
-    def __init__(self, device: torch.device, **options: object) -> None:
-        super().__init__(device, **options)  # type: ignore[arg-type]
-        from co2cli import checkpoints, weights
-
-        path = weights.resolve("i3d-rgb")
-        self._rgb_state = checkpoints.read_state_dict(path)
-        checkpoints.check_i3d_state_dict(self._rgb_state, 3, label=str(path))
-        self.weight = self._rgb_state["logits.conv3d.weight"].reshape(400, STREAM_DIM).double().numpy()
-        self.bias = self._rgb_state["logits.conv3d.bias"].double().numpy()
+    def __init__(self, rgb_state: Mapping[str, torch.Tensor], features: FeatureSource) -> None:
+        """`rgb_state`: the RGB I3D state dict (its head gives the logits; `features` should reuse it)."""
+        super().__init__(features)
+        self.weight = rgb_state["logits.conv3d.weight"].reshape(400, STREAM_DIM).double().numpy()
+        self.bias = rgb_state["logits.conv3d.bias"].double().numpy()
         self.class_names = class_lists.kinetics400()
-
-    def _state_dicts(self) -> dict:
-        return {"rgb": self._rgb_state}
 
     def logits(self, rgb_features: np.ndarray) -> np.ndarray:
         """(T, 400) Kinetics logits from (T, 1024) RGB features (the I3D head on a 16-frame snippet)."""
@@ -273,19 +318,24 @@ def load_model(classes: str | None = None, checkpoint: str | None = None, device
                flow_workers: int | None = None) -> Localizer:
     """A localizer for `classes`: 'thumos' / 'activitynet' (CO2-Net with the given or installed checkpoint) or
     'kinetics' (zero-shot RGB I3D). None picks 'thumos' when CO2-Net weights are installed, else 'kinetics'."""
-    from co2cli import checkpoints
+    from co2cli import checkpoints, weights
     from co2cli.devices import pick_device
 
     dev = pick_device(device)
-    options = {"batch_size": batch_size, "cache_dir": Path(cache_dir) if cache_dir else None,
-               "use_cache": use_cache, "max_side_px": max_side_px, "flow_backend": flow_backend,
-               "flow_region": flow_region, "flow_workers": flow_workers}
     classes = classes or default_classes(checkpoint)
+    source = {"batch_size": batch_size, "cache_dir": Path(cache_dir) if cache_dir else None,
+              "use_cache": use_cache, "max_side_px": max_side_px, "flow_backend": flow_backend,
+              "flow_region": flow_region, "flow_workers": flow_workers}
     if classes == "kinetics":
         if checkpoint is not None:
             raise Co2Error("a CO2-Net checkpoint was given, but the Kinetics localizer uses none: choose the thumos "
                            "or activitynet classes for a CO2-Net checkpoint")
-        return KineticsLocalizer(dev, **options)
+        path = weights.resolve("i3d-rgb")
+        rgb_state = checkpoints.read_state_dict(path)
+        checkpoints.check_i3d_state_dict(rgb_state, 3, label=str(path))
+        features = FeatureSource(KineticsLocalizer.streams, dev, state_dicts={"rgb": rgb_state}, **source)
+        return KineticsLocalizer(rgb_state, features)
+    features = FeatureSource(Co2Localizer.streams, dev, **source)
     if classes == "thumos":
         path = resolve_checkpoint(checkpoint, "co2-thumos")
         model = checkpoints.load_co2net(path, dev)
@@ -293,12 +343,77 @@ def load_model(classes: str | None = None, checkpoint: str | None = None, device
         if model.n_class != len(names):
             raise Co2Error(f"{path} has {model.n_class} classes, THUMOS14 has {len(names)}; "
                            "an ActivityNet checkpoint needs the activitynet classes")
-        return Co2Localizer(model, names, f"CO2-Net THUMOS14 ({path.name})", dev, **options)
+        return Co2Localizer(model, names, f"CO2-Net THUMOS14 ({path.name})", features)
     if classes == "activitynet":
         path = resolve_checkpoint(checkpoint, "co2-activitynet")
         names = _activitynet_names(checkpoint, path)
         model = checkpoints.load_co2net(path, dev, temporal_pool_kernel=_activitynet_kernel(path))
         if model.n_class != len(names):
             raise Co2Error(f"{path} has {model.n_class} classes but its class list has {len(names)} names")
-        return Co2Localizer(model, names, f"CO2-Net ActivityNet1.2 ({path.name})", dev, **options)
+        return Co2Localizer(model, names, f"CO2-Net ActivityNet1.2 ({path.name})", features)
     raise Co2Error(f"unknown classes {classes!r}: use thumos, activitynet or kinetics")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `co2 localize` as a batch job (runner.run_batch): features computed anywhere, analysed on the driver
+
+
+@dataclass
+class _AnalysisWriter:
+    job: LocalizeJob
+    path: Path
+    name: str
+
+    def add(self, chunk: object) -> None:  # pragma: no cover - compute_features streams no chunks
+        raise TypeError("feature extraction streams no chunks")
+
+    def finish(self, result: Computed) -> BatchItem:
+        assert result.features is not None
+        features = np.array(result.features)  # a private, writable copy (a Ray result is read-only)
+        feats = self.job.localizer.features.store(self.path, features, result.recipe, self.name)
+        return self.job.item(self.path, self.name, lambda: (feats, False))
+
+    def abort(self) -> None:
+        """Nothing to remove: the cache is written under temporary names."""
+
+
+@dataclass
+class LocalizeJob:
+    """`co2 localize`: an Analysis per input (in `BatchItem.output`). Feature files and cached videos are
+    answered on the driver; other videos' features are computed on the pool, cached and analysed on the driver.
+    Nothing is written per input, so nothing is claimed or skipped."""
+
+    localizer: Localizer
+    min_score: float | None = None
+    any_backend: bool = False
+    """Accept cached features of either flow backend (Ray workers pick theirs on their own devices)."""
+    out_dir: Path | None = None
+    compute: Compute = compute_features
+
+    def is_done(self, name: str) -> bool:
+        return False
+
+    def outputs(self, name: str) -> Sequence[Path]:
+        return ()
+
+    def item(self, path: Path, name: str, features: Callable[[], tuple[FeatureFile, bool]]) -> BatchItem:
+        """The item of one input whose features `features()` gives (a Co2Error fails this input only)."""
+        try:
+            feats, cached = features()
+            analysis = self.localizer.analysis_of(feats, path, cached, self.min_score)
+        except Co2Error as exc:
+            return BatchItem(path, name, "failed", message=str(exc))
+        return BatchItem(path, name, "done", analysis.snippets, duration_s=analysis.duration_s or 0.0,
+                         frames=0 if cached else int(analysis.recipe.get("frame_count") or 0), output=analysis)
+
+    def answer(self, path: Path, name: str) -> BatchItem | None:
+        if is_feature_file(path):
+            return self.item(path, name, lambda: (self.localizer.feature_file(path, name), False))
+        try:
+            cached = self.localizer.features.cached(path, name, self.any_backend)
+        except Co2Error as exc:
+            return BatchItem(path, name, "failed", message=str(exc))
+        return None if cached is None else self.item(path, name, lambda: (cached, True))
+
+    def writer(self, path: Path, name: str) -> _AnalysisWriter:
+        return _AnalysisWriter(self, path, name)

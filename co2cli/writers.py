@@ -1,6 +1,9 @@
-"""Output formats: segments as a Rich table, ActivityNet JSON, CSV and a PNG timeline; the evaluation table.
+"""Output formats: segments as a Rich table, ActivityNet JSON, CSV, SRT/VTT subtitles, an HTML review page and a
+PNG timeline; the evaluation table.
 
-Formatting only: the CLI decides where the text goes, and files are written with `fsio` (atomic).
+`FORMATS` is the registry of result formats (one class per format: its name, file extensions, default view and
+render); `all` is every per-input format of it plus the review page. Formatting only: the CLI decides where the
+text goes, and files are written with `fsio` (atomic).
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,10 +29,6 @@ if TYPE_CHECKING:
 
 
 
-FORMATS = ("table", "json", "csv", "srt", "vtt", "html")
-EXTENSIONS = {".txt": "table", ".json": "json", ".csv": "csv", ".srt": "srt", ".vtt": "vtt", ".html": "html",
-              ".htm": "html"}
-"""Output file endings and the format each one implies."""
 CSV_COLUMNS = ("video-id", "start_s", "end_s", "label", "score", "duration_s", "model", "co2cli_version")
 """Seconds; label = class name; the last three repeat per row so any row is self-describing."""
 SCORE_LEGEND = ("score = outer-inner contrast of the class activation (mean inside the segment minus mean around "
@@ -240,3 +239,95 @@ def render_text(table: Table, width: int = 100) -> str:
     console = Console(width=width, record=True, file=io.StringIO(), color_system=None, force_terminal=False)
     console.print(table)
     return console.export_text()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The registry of result formats
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """What a result format renders: the segments shown per video (in input order) and their context."""
+
+    results: Mapping[str, Sequence[Segment]]
+    run: RunInfo
+    title: str
+    page: Callable[[], str] | None = None
+    """The batch's review page (HTML), made only when a format asks for it."""
+
+
+class ResultFormat:
+    """One output format of `co2 localize`."""
+
+    name = ""
+    extensions: tuple[str, ...] = ()
+    """File endings that imply this format; the first is the one written."""
+    merged = True
+    """Default view: overlapping segments of a class merged (True) or the raw proposals (False, for evaluators)."""
+    per_input = True
+    """With --output-dir: one file per input (False: one page for the whole batch)."""
+
+    @property
+    def extension(self) -> str:
+        return self.extensions[0]
+
+    def render(self, rendering: Rendering) -> str:
+        raise NotImplementedError
+
+
+class TableFormat(ResultFormat):
+    name, extensions = "table", (".txt",)
+
+    def render(self, rendering: Rendering) -> str:
+        # the legend is its own line under the table (a caption would be wrapped to the table's width)
+        return render_text(to_table(rendering.results, title=rendering.title, caption=None), width=110) + \
+            SCORE_LEGEND + "\n"
+
+
+class JsonFormat(ResultFormat):
+    name, extensions, merged = "json", (".json",), False
+
+    def render(self, rendering: Rendering) -> str:
+        return to_json_text(rendering.results, rendering.run)
+
+
+class CsvFormat(ResultFormat):
+    name, extensions, merged = "csv", (".csv",), False
+
+    def render(self, rendering: Rendering) -> str:
+        return to_csv_text(rendering.results, rendering.run)
+
+
+class SrtFormat(ResultFormat):
+    name, extensions = "srt", (".srt",)
+
+    def render(self, rendering: Rendering) -> str:
+        return to_srt([s for segs in rendering.results.values() for s in segs])
+
+
+class VttFormat(ResultFormat):
+    name, extensions = "vtt", (".vtt",)
+
+    def render(self, rendering: Rendering) -> str:
+        return to_vtt([s for segs in rendering.results.values() for s in segs])
+
+
+class HtmlFormat(ResultFormat):
+    name, extensions, per_input = "html", (".html", ".htm"), False
+
+    def render(self, rendering: Rendering) -> str:
+        assert rendering.page is not None, "the html format renders the batch's review page"
+        return rendering.page()
+
+
+FORMATS: dict[str, ResultFormat] = {f.name: f for f in (TableFormat(), JsonFormat(), CsvFormat(), SrtFormat(),
+                                                        VttFormat(), HtmlFormat())}
+EXTENSIONS = {ext: f.name for f in FORMATS.values() for ext in f.extensions}
+"""Output file endings and the format each one implies."""
+ALL = "all"
+"""Every format at once: each per-input format's files and the review page (with --output-dir)."""
+
+
+def formats_named(name: str) -> list[ResultFormat]:
+    """The formats `name` stands for (`all`: every format of the registry)."""
+    return list(FORMATS.values()) if name == ALL else [FORMATS[name]]
