@@ -10,7 +10,7 @@ With --job flow the local rows vary OpenCV's processes instead of torch's thread
 driver, and max |diff| compares the .flow.npy arrays (jpg: 0 means every JPEG file is byte-identical).
 
 Clips are cut from the sample videos in ../shared/data/videos (re-encoded, so every clip decodes alike). The
-local rows are `batch.run_batch` with one FeatureExtractor (torch's default threads: all cores, then
+local rows are `runner.run_batch` on a `LocalPool` with one FeatureExtractor (torch's default threads: all cores, then
 --local-threads, default 1: what one 1-CPU worker uses); each Ray row starts
 a pool on one local Ray (`ray.init(num_cpus=<cores>)`, started once, its start-up timed apart) with N workers of
 --cpus-per-worker CPUs. "all" includes loading the weights (and, for Ray, starting the workers); "steady" is
@@ -112,9 +112,10 @@ def main() -> None:
     import ray
 
     from co2cli import distributed
-    from co2cli.batch import BatchEvents, run_batch
-    from co2cli.extract import FeatureExtractor, parse_streams
+    from co2cli.batch import BatchEvents
+    from co2cli.extract import FeatureExtractor, FeatureJob, parse_streams
     from co2cli.flowfiles import FlowJob
+    from co2cli.runner import LocalPool, run_batch
 
     flow_job = args.job == "flow"
     streams = ("flow",) if flow_job else parse_streams(args.streams)
@@ -133,10 +134,13 @@ def main() -> None:
 
     def local(out: Path, on_end, processes: int | None = None) -> list:
         if flow_job:
-            job = FlowJob(FeatureExtractor(streams, "cpu", flow_workers=processes, flow_backend="opencv",
-                                           flow_region=args.region, load_models=False), args.format)
-            return run_batch(clips, out, job, events=BatchEvents(on_end=on_end))
-        return run_batch(clips, out, FeatureExtractor(streams, "cpu"), events=BatchEvents(on_end=on_end))
+            extractor = FeatureExtractor(streams, "cpu", flow_workers=processes, flow_backend="opencv",
+                                         flow_region=args.region, load_models=False)
+            job = FlowJob(out, args.format, args.region, "opencv")
+        else:
+            extractor = FeatureExtractor(streams, "cpu")
+            job = FeatureJob(out, extractor.identity())
+        return run_batch(clips, job, LocalPool(lambda: extractor), events=BatchEvents(on_end=on_end))
 
     import torch
 

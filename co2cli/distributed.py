@@ -290,6 +290,9 @@ class RayPool:
     with nothing left to do never touches Ray. Use as a context manager: workers are killed and a Ray started
     here is shut down on exit."""
 
+    shows_progress = True
+    """Inputs done over the cluster, with frames per second, on stderr when it is a terminal (unless quiet)."""
+
     def __init__(self, spec: WorkerSpec, options: ClusterOptions | None = None,
                  state_dicts: Mapping[str, Mapping] | None = None) -> None:
         self.spec = WorkerSpec(**{**spec.__dict__, "streams": parse_streams(spec.streams)})

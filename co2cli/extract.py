@@ -1,7 +1,10 @@
 """Two-stream I3D features of whole videos: video.py frames -> flow.py fields -> i3d.py per stream -> (T, D).
 
 Streamed in chunks of whole snippets, so memory stays bounded whatever the video's length. Weights come from the
-installed store (`co2 weights ...`); a missing one is a Co2Error naming the command that installs it.
+installed store (`co2 weights ...`; a missing one is a Co2Error naming the command that installs it), or are
+given with their provenance (`state_dicts=`, `provenance=`: a Ray worker's node has no store). `feature_identity`
+is the one definition of which recipes make features comparable; `FeatureJob` is `co2 extract-features` as a
+`runner` job (compute anywhere, write on the driver).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 from co2cli.batch import BatchItem
 from co2cli.errors import Co2Error
 from co2cli.features import STREAM_DIM
-from co2cli.runner import Compute, Computed, Message
+from co2cli.runner import Compute, Computed, Message, WholeResultWriter
 from co2cli.timebase import FPS, SNIPPET_FRAMES
 
 if TYPE_CHECKING:
@@ -287,13 +290,10 @@ def compute_features(extractor: FeatureExtractor, path: str, progress: Progress 
 
 
 @dataclass
-class _FeatureWriter:
+class _FeatureWriter(WholeResultWriter):
     out_dir: Path
     path: Path
     name: str
-
-    def add(self, chunk: object) -> None:  # pragma: no cover - compute_features streams no chunks
-        raise TypeError("feature extraction streams no chunks")
 
     def finish(self, result: Computed) -> BatchItem:
         from co2cli.features import save
@@ -302,9 +302,6 @@ class _FeatureWriter:
         save(self.out_dir, self.name, result.features, result.recipe)
         return BatchItem(self.path, self.name, "done", int(result.features.shape[0]), frames=result.frames,
                          duration_s=result.duration_s)
-
-    def abort(self) -> None:
-        """Nothing to remove: `features.save` writes under temporary names."""
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """The Python API behind `co2 localize`: `load_model(...)`, then `model.localize(path) -> list[Segment]` or
 `model.analyze(path) -> Analysis` (segments plus the curves behind them).
 
-Inputs are videos (turned into features by `extract.FeatureExtractor`, the code of `co2 extract-features`, and
-cached per video and recipe in `<home>/features/`) or feature files (`.npy`, (T, 2048), or (T, 1024) RGB-only
-for the Kinetics localizer). The library takes paths and returns results; globbing, plotting and formatting
-belong to the CLI.
+Inputs are videos (turned into features by the localizer's `FeatureSource`: `extract.FeatureExtractor`, the code
+of `co2 extract-features`, cached per video and recipe in `<home>/features/`) or feature files (`.npy`,
+(T, 2048), or (T, 1024) RGB-only for the Kinetics localizer). `LocalizeJob` runs a batch through
+`runner.run_batch`, so its features can be computed on any executor. The library takes paths and returns results;
+globbing, plotting and formatting belong to the CLI.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from co2cli.errors import Co2Error
 from co2cli.extract import FeatureExtractor, compute_features, feature_identity, installed_sha256
 from co2cli.features import FEATURE_DIM, STREAM_DIM, FeatureFile, is_complete, load_features, save
 from co2cli.localize import Segment, co2_localize, kinetics_proposals, to_segments
-from co2cli.runner import Compute, Computed
+from co2cli.runner import Compute, Computed, WholeResultWriter
 
 if TYPE_CHECKING:
     import torch
@@ -359,22 +360,16 @@ def load_model(classes: str | None = None, checkpoint: str | None = None, device
 
 
 @dataclass
-class _AnalysisWriter:
+class _AnalysisWriter(WholeResultWriter):
     job: LocalizeJob
     path: Path
     name: str
-
-    def add(self, chunk: object) -> None:  # pragma: no cover - compute_features streams no chunks
-        raise TypeError("feature extraction streams no chunks")
 
     def finish(self, result: Computed) -> BatchItem:
         assert result.features is not None
         features = np.array(result.features)  # a private, writable copy (a Ray result is read-only)
         feats = self.job.localizer.features.store(self.path, features, result.recipe, self.name)
         return self.job.item(self.path, self.name, lambda: (feats, False))
-
-    def abort(self) -> None:
-        """Nothing to remove: the cache is written under temporary names."""
 
 
 @dataclass

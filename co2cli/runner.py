@@ -88,6 +88,20 @@ class Writer(Protocol):
     def abort(self) -> None: ...
 
 
+class WholeResultWriter:
+    """A Writer for a compute that streams no chunks (its whole result comes in `Computed`), so a batch that stops
+    leaves nothing of it behind."""
+
+    def add(self, chunk: Any) -> None:
+        raise TypeError(f"{type(self).__name__} takes no chunks")
+
+    def finish(self, result: Computed) -> BatchItem:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Nothing to remove: the output is written in `finish`, under temporary names."""
+
+
 class Job(Protocol):
     """What a batch does per input."""
 
@@ -131,7 +145,15 @@ class Sink(Protocol):
 
 
 class Pool(Protocol):
-    """An executor: runs `compute` for every task `tasks` yields (pulled lazily, as places free up)."""
+    """An executor: runs `compute` for every task `tasks` yields (pulled lazily, as places free up). A context
+    manager: what it started (processes, a cluster connection) is released on exit."""
+
+    shows_progress: bool
+    """True when the pool draws its own progress (then the caller draws none)."""
+
+    def __enter__(self) -> Pool: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
     def run(self, tasks: Iterable[Task], compute: Compute, sink: Sink, pending: int) -> None:
         """Report every task's messages to `sink`; `pending` is how many tasks to expect at most (to size
@@ -142,6 +164,9 @@ class Pool(Protocol):
 class LocalPool:
     """Computes in this process, one input at a time, with one FeatureExtractor built on first use (so a batch
     with nothing left to do loads no network)."""
+
+    shows_progress = False
+    """The caller shows per-video progress from the Sink's progress reports."""
 
     def __init__(self, make_extractor: Callable[[], FeatureExtractor]) -> None:
         self._make = make_extractor
@@ -265,8 +290,9 @@ class _Batch:
 
     # -- Sink ---------------------------------------------------------------------------------------------
 
-    def _writer(self, key: int) -> Writer:
-        held = self.held[key]
+    def _writer(self, key: int, held: _Held) -> Writer:
+        """The input's writer, opened on its first chunk or its result (a video that fails to open leaves
+        nothing)."""
         if held.writer is None:
             held.writer = self.job.writer(*self.inputs[key])
         return held.writer
@@ -276,7 +302,7 @@ class _Batch:
         if held.error is not None:
             return
         try:
-            self._writer(key).add(data)
+            self._writer(key, held).add(data)
         except Co2Error as exc:  # the writer removed its partial output
             held.writer, held.error = None, str(exc)
 
@@ -304,13 +330,10 @@ class _Batch:
                 held.writer.abort()
             failure = held.error or message.message  # type: ignore[union-attr]
             return BatchItem(path, name, "failed", message=failure)
-        self.held[key] = held  # so _writer finds it: a video of no chunks still gets its (empty) output
         try:
-            return self._writer(key).finish(message)
+            return self._writer(key, held).finish(message)  # a video of no chunks still gets its (empty) output
         except Co2Error as exc:
             return BatchItem(path, name, "failed", message=str(exc))
-        finally:
-            self.held.pop(key, None)
 
     def release(self) -> None:
         """The batch stopped (done, an interrupt, a bug): no half output stays, every claim is let go."""

@@ -1,0 +1,149 @@
+"""`co2 extract-features` and `co2 extract-flow`: a job per command, a pool per executor, one batch runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from co2cli.cli.app import HELP_OPTIONS, app
+from co2cli.cli.batches import finish_batch, print_output_path, run_jobs
+from co2cli.cli.options import (CpusPerWorkerOpt, Device, DeviceOpt, Executor, ExecutorOpt, FlowBackend,
+                                FlowBackendAlias, FlowBackendOpt, FlowRegion, FlowRegionAlias, FlowRegionOpt,
+                                FlowWorkersOpt, FromFileOpt, MaxSideOpt, OverwriteOpt, QuietOpt, RayAddressOpt,
+                                VideoInputs, WorkersOpt, cluster_options, with_alias)
+from co2cli.errors import Co2Error, UsageError
+from co2cli.inputs import NO_VIDEOS, prepare_inputs
+
+FLOW_FORMATS = ("npy", "jpg")  # as flowfiles.FORMATS (not imported here: `co2 --help` stays light)
+
+
+def _flow_format(value: str) -> str:
+    if value not in FLOW_FORMATS:
+        raise UsageError(f"--format must be npy or jpg, not {value!r}")
+    return value
+
+
+FlowFormatOpt = Annotated[str, typer.Option(
+    "--format", "-f", metavar="npy|jpg", callback=_flow_format,
+    help="npy: <name>.flow.npy float32 (N, 224, 224, 2) in [-1, 1] as I3D receives it; jpg: <name>/flow_x_00001.jpg, "
+         "flow_y_... (denseflow/mmaction layout, bound 20).")]
+
+
+def _video_inputs(inputs: list[str] | None, from_file: str | None, output: Path) -> tuple[list, list]:
+    from co2cli import video as video_mod
+
+    return prepare_inputs(inputs, from_file, video_mod.VIDEO_SUFFIXES, NO_VIDEOS, output)
+
+
+@app.command("extract-features", context_settings=HELP_OPTIONS,
+             epilog="Example: co2 extract-features videos/ -o features/ --streams rgb,flow")
+def extract_features(
+    inputs: VideoInputs = None,
+    output: Path = typer.Option(..., "--output", "-o", metavar="DIR", help="Folder for <name>.npy and <name>.json."),
+    from_file: FromFileOpt = None,
+    streams: str = typer.Option("rgb,flow", "--streams", metavar="rgb,flow|rgb",
+                                help="rgb,flow (T, 2048) or rgb (T, 1024)."),
+    device: DeviceOpt = Device.auto,
+    batch_size: int = typer.Option(4, "--batch-size", metavar="N", min=1, help="Snippets per I3D forward pass."),
+    flow_backend: FlowBackendOpt = FlowBackend.auto,
+    flow_region: FlowRegionOpt = FlowRegion.frame,
+    flow_workers: FlowWorkersOpt = None,
+    max_side: MaxSideOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    executor: ExecutorOpt = Executor.local,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    cpus_per_worker: CpusPerWorkerOpt = None,
+) -> None:
+    """Two-stream I3D features per video (resumable: finished videos are skipped)."""
+    cluster = cluster_options(executor, ray_address, workers, cpus_per_worker, quiet)  # --executor ray
+    from co2cli import weights
+    from co2cli.extract import WEIGHT_NAMES, FeatureExtractor, FeatureJob, parse_streams
+    from co2cli.features import output_paths
+    from co2cli.runner import LocalPool, Pool
+
+    chosen = parse_streams(streams)
+    named, failures = _video_inputs(inputs, from_file, output)
+    try:
+        weights.require([WEIGHT_NAMES[s] for s in chosen])
+    except Co2Error as exc:
+        hint = "; or use --streams rgb for RGB-only (T, 1024) features" if "i3d-flow" in str(exc) else ""
+        raise Co2Error(f"{exc}{hint}") from None
+    if cluster is None:
+        extractor = FeatureExtractor(chosen, device.value, batch_size, flow_workers=flow_workers,
+                                     max_side_px=max_side, flow_backend=flow_backend.value,
+                                     flow_region=flow_region.value)
+        job = FeatureJob(output, extractor.identity())
+        pool: Pool = LocalPool(lambda: extractor)
+    else:
+        from co2cli import distributed
+
+        spec = distributed.WorkerSpec(chosen, device.value, batch_size, flow_workers=flow_workers or 1,
+                                      max_side_px=max_side, flow_backend=flow_backend.value,
+                                      flow_region=flow_region.value)
+        job = FeatureJob.installed(output, chosen, flow_region.value)  # any flow backend: workers pick theirs
+        pool = distributed.RayPool(spec, cluster)
+    items, wall = run_jobs(named, job, pool, "videos", overwrite, quiet,
+                           print_output_path(lambda name: output_paths(output, name)[0]))
+    finish_batch("extract-features", "extracted", items, failures, wall, quiet)
+
+
+@app.command("extract-flow", context_settings=HELP_OPTIONS,
+             epilog="Example: co2 extract-flow videos/ -o flow/ --format jpg --flow-region frame")
+def extract_flow(
+    inputs: VideoInputs = None,
+    output: Path = typer.Option(..., "--output", "-o", metavar="DIR", help="Folder for the flow files."),
+    from_file: FromFileOpt = None,
+    flow_backend: FlowBackendOpt = FlowBackend.auto,
+    flow_region: FlowRegionOpt = FlowRegion.frame,
+    fmt: FlowFormatOpt = "npy",
+    device: DeviceOpt = Device.auto,
+    flow_workers: FlowWorkersOpt = None,
+    max_side: MaxSideOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    executor: ExecutorOpt = Executor.local,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    cpus_per_worker: CpusPerWorkerOpt = None,
+    backend: FlowBackendAlias = None,
+    region: FlowRegionAlias = None,
+) -> None:
+    """TV-L1 optical flow per video, as I3D sees it (resumable: finished videos are skipped)."""
+    if executor is not Executor.ray and workers is not None:
+        raise UsageError("--workers needs --executor ray (OpenCV TV-L1 processes: --flow-workers)")
+    cluster = cluster_options(executor, ray_address, workers, cpus_per_worker, quiet)
+    flow_backend = with_alias(flow_backend, backend, FlowBackend.auto, "--flow-backend", "--backend")
+    flow_region = with_alias(flow_region, region, FlowRegion.frame, "--flow-region", "--region")
+    from co2cli import flowfiles
+
+    named, failures = _video_inputs(inputs, from_file, output)
+    job, pool = _flow_job(cluster, output, fmt, device, flow_backend, flow_region, flow_workers, max_side)
+    items, wall = run_jobs(named, job, pool, "videos", overwrite, quiet,
+                           print_output_path(lambda name: flowfiles.outputs(output, name, fmt)[0]))
+    finish_batch("extract-flow", "extracted flow for", items, failures, wall, quiet)
+
+
+def _flow_job(cluster: Any, output: Path, fmt: str, device: Device, backend: FlowBackend, region: FlowRegion,
+              flow_workers: int | None, max_side: int | None) -> tuple[Any, Any]:
+    """(the flow job, the pool of the chosen executor): no I3D weights are read or shipped."""
+    from co2cli.flowfiles import FlowJob
+
+    if cluster is None:
+        from co2cli.extract import FeatureExtractor
+        from co2cli.runner import LocalPool
+
+        extractor = FeatureExtractor(("flow",), device.value, flow_workers=flow_workers, max_side_px=max_side,
+                                     flow_backend=backend.value, flow_region=region.value, load_models=False)
+        return FlowJob(output, fmt, region.value, extractor.flow_backend), LocalPool(lambda: extractor)
+    from co2cli import distributed
+
+    # On Ray, each worker's OpenCV TV-L1 uses the CPUs it reserved; auto lets each worker pick its backend.
+    spec = distributed.WorkerSpec(("flow",), device.value, flow_workers=cluster.cpus_per_worker,
+                                  max_side_px=max_side, flow_backend=backend.value, flow_region=region.value,
+                                  load_models=False)
+    job = FlowJob(output, fmt, region.value, None if backend is FlowBackend.auto else backend.value)
+    return job, distributed.RayPool(spec, cluster)
