@@ -88,6 +88,18 @@ def read_state_dict(source: str | Path | bytes, label: str | None = None) -> dic
     return {str(k).removeprefix("module."): v for k, v in obj.items()}
 
 
+def read_training_state(path: Path) -> object:
+    """A training state (`co2 train`'s `<stem>.train_state.pt`: tensors, numbers, strings) as it was saved, read
+    with `weights_only=True` on the CPU; a damaged file is one Co2Error line."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged state file is one clear line
+        raise Co2Error(f"training state {path} is unreadable ({type(exc).__name__}); delete it or pass --fresh") \
+            from None
+
+
 def check_against(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], label: str,
                   what: str) -> None:
     """Co2Error (one line) unless `state_dict` has exactly `expected`'s keys and shapes and finite values."""

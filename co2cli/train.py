@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from co2cli.checkpoints import beside_checkpoint
+from co2cli.checkpoints import beside_checkpoint, read_training_state
 from co2cli.co2net import CO2Net, LossWeights, activitynet_pool_kernel, co2_loss, run_co2net
 from co2cli.datasets import FeatureDataset, PairSampler, class_members, load_dataset
 from co2cli.devices import pick_device
@@ -418,11 +418,7 @@ def save_state(path: Path, s: Settings, data: TrainData, model: CO2Net, optimize
 
 
 def load_state(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a damaged state file is one clear line
-        raise Co2Error(f"training state {path} is unreadable ({type(exc).__name__}); delete it or pass --fresh") \
-            from None
+    state = read_training_state(path)
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
         raise Co2Error(f"{path} is not a co2cli training state (version {STATE_VERSION}); delete it or pass --fresh")
     return state
