@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     import torch
 
     from co2cli.extract import FeatureExtractor
-    from co2cli.pipeline import FeatureSource
 
 INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'co2cli[ray]'"
 MAX_ATTEMPTS = 3
@@ -57,8 +56,8 @@ FLOW_MESSAGE_FIELDS = 16
 FLOW_MESSAGES_AHEAD = 4
 """Messages a worker may stream ahead of the driver before it pauses (bounds the object store per worker)."""
 
-__all__ = ["ClusterOptions", "RayPool", "WorkerSpec", "extract_batch", "extract_flow_batch", "pool_for_features",
-           "require_ray", "INSTALL_HINT"]
+__all__ = ["ClusterOptions", "RayPool", "WorkerSpec", "extract_batch", "extract_flow_batch", "require_ray",
+           "INSTALL_HINT"]
 
 
 def require_ray() -> None:
@@ -671,13 +670,3 @@ def extract_flow_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: 
 
     backend = None if pool.spec.flow_backend == "auto" else pool.spec.flow_backend
     return run_batch(inputs, FlowJob(out_dir, fmt, pool.spec.flow_region, backend), pool, overwrite, events)
-
-
-def pool_for_features(features: FeatureSource, device: str = "auto",
-                      options: ClusterOptions | None = None) -> RayPool:
-    """A pool whose workers extract the features `features` makes (its streams, batch size and size limit);
-    weights it already holds in memory are shipped as they are."""
-    spec = WorkerSpec(streams=tuple(features.streams), device=device, batch_size=features.batch_size,
-                      max_side_px=features.max_side_px, flow_backend=features.flow_backend,
-                      flow_region=features.flow_region)
-    return RayPool(spec, options, state_dicts=features.state_dicts or None)

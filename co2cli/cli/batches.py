@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -15,6 +15,8 @@ from co2cli.batch import BatchItem
 from co2cli.cli.app import echo_err, stderr_console
 
 if TYPE_CHECKING:
+    from co2cli.distributed import WorkerSpec
+    from co2cli.extract import FeatureExtractor
     from co2cli.runner import Job, Pool
 
 
@@ -83,6 +85,19 @@ def run_jobs(named: list[tuple[Path, str]], job: Job, pool: Pool, unit: str, ove
 
         items = run_batch(named, job, pool, overwrite, BatchEvents(reporter.start, reporter.frames, on_end))
     return items, time.perf_counter() - started
+
+
+def open_pool(cluster: Any, local: Callable[[], FeatureExtractor], spec: Callable[[], WorkerSpec],
+              state_dicts: Mapping[str, Mapping] | None = None) -> Pool:
+    """The pool of the chosen executor, the one place the CLI picks one: this process (`cluster` None, an
+    extractor from `local()` on first use) or Ray workers built from `spec()`."""
+    if cluster is None:
+        from co2cli.runner import LocalPool
+
+        return LocalPool(local)
+    from co2cli import distributed
+
+    return distributed.RayPool(spec(), cluster, state_dicts=state_dicts)
 
 
 def print_output_path(first_output: Callable[[str], Path]) -> Callable[[BatchItem], None]:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from co2cli.cli.app import HELP_OPTIONS, app
-from co2cli.cli.batches import finish_batch, print_output_path, run_jobs
+from co2cli.cli.batches import finish_batch, open_pool, print_output_path, run_jobs
 from co2cli.cli.options import (CpusPerWorkerOpt, Device, DeviceOpt, Executor, ExecutorOpt, FlowBackend,
                                 FlowBackendAlias, FlowBackendOpt, FlowRegion, FlowRegionAlias, FlowRegionOpt,
                                 FlowWorkersOpt, FromFileOpt, MaxSideOpt, OverwriteOpt, QuietOpt, RayAddressOpt,
                                 VideoInputs, WorkersOpt, cluster_options, with_alias)
 from co2cli.errors import Co2Error, UsageError
 from co2cli.inputs import NO_VIDEOS, prepare_inputs
+
+if TYPE_CHECKING:
+    from co2cli.runner import Pool
 
 FLOW_FORMATS = ("npy", "jpg")  # as flowfiles.FORMATS (not imported here: `co2 --help` stays light)
 
@@ -63,7 +66,6 @@ def extract_features(
     from co2cli import weights
     from co2cli.extract import WEIGHT_NAMES, FeatureExtractor, FeatureJob, parse_streams
     from co2cli.features import output_paths
-    from co2cli.runner import LocalPool, Pool
 
     chosen = parse_streams(streams)
     named, failures = _video_inputs(inputs, from_file, output)
@@ -72,20 +74,22 @@ def extract_features(
     except Co2Error as exc:
         hint = "; or use --streams rgb for RGB-only (T, 1024) features" if "i3d-flow" in str(exc) else ""
         raise Co2Error(f"{exc}{hint}") from None
-    if cluster is None:
+    extractor = None
+    if cluster is None:  # built before the batch: the identity of its outputs, and any weight error first
         extractor = FeatureExtractor(chosen, device.value, batch_size, flow_workers=flow_workers,
                                      max_side_px=max_side, flow_backend=flow_backend.value,
                                      flow_region=flow_region.value)
-        job = FeatureJob(output, extractor.identity())
-        pool: Pool = LocalPool(lambda: extractor)
-    else:
-        from co2cli import distributed
+    # On Ray, `auto` lets each worker pick its flow backend, so an output made by either counts as done.
+    job = (FeatureJob(output, extractor.identity()) if extractor is not None
+           else FeatureJob.installed(output, chosen, flow_region.value))
 
-        spec = distributed.WorkerSpec(chosen, device.value, batch_size, flow_workers=flow_workers or 1,
-                                      max_side_px=max_side, flow_backend=flow_backend.value,
-                                      flow_region=flow_region.value)
-        job = FeatureJob.installed(output, chosen, flow_region.value)  # any flow backend: workers pick theirs
-        pool = distributed.RayPool(spec, cluster)
+    def spec() -> Any:
+        from co2cli.distributed import WorkerSpec
+
+        return WorkerSpec(chosen, device.value, batch_size, flow_workers=flow_workers or 1, max_side_px=max_side,
+                          flow_backend=flow_backend.value, flow_region=flow_region.value)
+
+    pool = open_pool(cluster, lambda: extractor, spec)
     items, wall = run_jobs(named, job, pool, "videos", overwrite, quiet,
                            print_output_path(lambda name: output_paths(output, name)[0]))
     finish_batch("extract-features", "extracted", items, failures, wall, quiet)
@@ -128,22 +132,24 @@ def extract_flow(
 
 
 def _flow_job(cluster: Any, output: Path, fmt: str, device: Device, backend: FlowBackend, region: FlowRegion,
-              flow_workers: int | None, max_side: int | None) -> tuple[Any, Any]:
+              flow_workers: int | None, max_side: int | None) -> tuple[Any, Pool]:
     """(the flow job, the pool of the chosen executor): no I3D weights are read or shipped."""
+    from co2cli.extract import FeatureExtractor
     from co2cli.flowfiles import FlowJob
 
-    if cluster is None:
-        from co2cli.extract import FeatureExtractor
-        from co2cli.runner import LocalPool
+    def local() -> FeatureExtractor:
+        return FeatureExtractor(("flow",), device.value, flow_workers=flow_workers, max_side_px=max_side,
+                                flow_backend=backend.value, flow_region=region.value, load_models=False)
 
-        extractor = FeatureExtractor(("flow",), device.value, flow_workers=flow_workers, max_side_px=max_side,
-                                     flow_backend=backend.value, flow_region=region.value, load_models=False)
-        return FlowJob(output, fmt, region.value, extractor.flow_backend), LocalPool(lambda: extractor)
-    from co2cli import distributed
+    def spec() -> Any:  # each Ray worker's OpenCV TV-L1 uses the CPUs it reserved
+        from co2cli.distributed import WorkerSpec
 
-    # On Ray, each worker's OpenCV TV-L1 uses the CPUs it reserved; auto lets each worker pick its backend.
-    spec = distributed.WorkerSpec(("flow",), device.value, flow_workers=cluster.cpus_per_worker,
-                                  max_side_px=max_side, flow_backend=backend.value, flow_region=region.value,
-                                  load_models=False)
-    job = FlowJob(output, fmt, region.value, None if backend is FlowBackend.auto else backend.value)
-    return job, distributed.RayPool(spec, cluster)
+        return WorkerSpec(("flow",), device.value, flow_workers=cluster.cpus_per_worker, max_side_px=max_side,
+                          flow_backend=backend.value, flow_region=region.value, load_models=False)
+
+    extractor = local() if cluster is None else None  # built before the batch, as extract-features does
+    # A local output is done when made by the backend this process resolves `auto` to; on Ray each worker
+    # resolves `auto` on its own device, so an output made by either counts as done.
+    done_by = extractor.flow_backend if extractor is not None else (
+        None if backend is FlowBackend.auto else backend.value)
+    return FlowJob(output, fmt, region.value, done_by), open_pool(cluster, lambda: extractor, spec)

@@ -16,7 +16,7 @@ import typer
 
 from co2cli import writers
 from co2cli.cli.app import HELP_OPTIONS, app, echo_err
-from co2cli.cli.batches import run_jobs, summary_line
+from co2cli.cli.batches import open_pool, run_jobs, summary_line
 from co2cli.cli.options import (CpusPerWorkerOpt, DeviceOpt, Device, Executor, ExecutorOpt, FlowBackend,
                                 FlowBackendOpt, FlowRegion, FlowRegionOpt, FlowWorkersOpt, FromFileOpt, MaxSideOpt,
                                 QuietOpt, RayAddressOpt, WorkersOpt, cluster_options)
@@ -218,14 +218,17 @@ def localize_inputs(localizer: Localizer, named: list[tuple[Path, str]], min_sco
     """(analyses, [(input, message)] failures), both in input order, computed on the chosen executor."""
     from co2cli.batch import BatchItem
     from co2cli.pipeline import LocalizeJob
-    from co2cli.runner import LocalPool, Pool
 
-    if cluster is None:
-        pool: Pool = LocalPool(localizer.features.extractor)
-    else:
-        from co2cli import distributed
+    source = localizer.features
 
-        pool = distributed.pool_for_features(localizer.features, device, cluster)
+    def spec() -> Any:  # Ray workers make the features `source` makes, with the weights it holds (shipped)
+        from co2cli.distributed import WorkerSpec
+
+        return WorkerSpec(streams=source.streams, device=device, batch_size=source.batch_size,
+                          max_side_px=source.max_side_px, flow_backend=source.flow_backend,
+                          flow_region=source.flow_region)
+
+    pool = open_pool(cluster, source.extractor, spec, source.state_dicts or None)
 
     def on_item(item: BatchItem) -> None:
         if item.status == "done" and item.output.from_cache:  # type: ignore[attr-defined]
