@@ -208,7 +208,21 @@ def resize_linear(img: torch.Tensor, size: tuple[int, int] | None = None, fx: fl
     exactly fx, fy (OpenCV's `Size()` + scale call); with it the scale is size / source size. Values keep their
     units (intensities or pixels of flow).
     """
-    _, h, w = img.shape
+    taps = resize_taps(img.shape[-2:], size, fx, fy, backend)
+    if taps is None:
+        return img.clone()
+    rows = _lerp_rows(img, *taps[0], dim=-1, backend=backend)
+    return _lerp_rows(rows, *taps[1], dim=-2, backend=backend)
+
+
+Taps = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def resize_taps(shape: tuple[int, int], size: tuple[int, int] | None, fx: float | None, fy: float | None,
+                backend: ResizeBackend) -> tuple[Taps, Taps] | None:
+    """(column taps, row taps) of `resize_linear` from `shape` (height, width) px; None when the size is
+    unchanged (the resize is a copy)."""
+    h, w = shape
     if size is None:
         if fx is None or fy is None:
             raise ValueError("resize_linear needs size or both fx and fy")
@@ -218,16 +232,13 @@ def resize_linear(img: torch.Tensor, size: tuple[int, int] | None = None, fx: fl
         inv_x, inv_y = size[1] / w, size[0] / h
     dh, dw = size
     if (dh, dw) == (h, w):
-        return img.clone()
+        return None
     if backend == "ipp":
         affine = abs(dw / w - inv_x) / inv_x > 1e-10 or abs(dh / h - inv_y) / inv_y > 1e-10
-        xt, yt = _ipp_taps(w, dw, inv_x, affine), _ipp_taps(h, dh, inv_y, affine)
-    elif backend == "generic":
-        xt, yt = _generic_taps(w, dw, inv_x, True), _generic_taps(h, dh, inv_y, False)
-    else:
-        raise ValueError(f"unknown resize backend {backend!r}")
-    rows = _lerp_rows(img, *xt, dim=-1, backend=backend)
-    return _lerp_rows(rows, *yt, dim=-2, backend=backend)
+        return _ipp_taps(w, dw, inv_x, affine), _ipp_taps(h, dh, inv_y, affine)
+    if backend == "generic":
+        return _generic_taps(w, dw, inv_x, True), _generic_taps(h, dh, inv_y, False)
+    raise ValueError(f"unknown resize backend {backend!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""Fused CPU TV-L1 ('fused' flow backend): OpenCV's `cv2.optflow.DualTVL1OpticalFlow` (default parameters) bit
+for bit on x86-64 with FMA (the build `tests/test_tvl1.py` calls EXACT_BUILD), one pair per call on one core.
+
+The same arithmetic as `tvl1.py` (which documents OpenCV's operation order and the IPP resize model), done in
+numba kernels (`tvl1_kernels.py`) that make one pass over memory per inner iteration instead of one per
+operation: row r gets estimateV + divergence + the u update, then row r-1 (whose u rows are now final) gets the
+forward gradient + the dual update. The stopping rule is OpenCV's serial float32 error sum, settled by a float64
+sum and its error bound, and only near the threshold by the serial sum itself. The cubic remap shares its
+weights across I1, I1x, I1y; the median sorts each column once per row for the k outputs that use it.
+
+numba compiles the kernels on first use and caches them on disk (numba's `__pycache__` rules), so importing
+co2cli never compiles anything. Units as in `tvl1.py`: grey 0..255 in, flow (dx, dy) in pixels out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from co2cli.tvl1 import TVL1Params, _check, _f32, _oddeven_merge_sort, pyramid_sizes, resize_taps
+
+_F32 = np.float32
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """How one pair ran."""
+
+    iterations: np.ndarray
+    """(levels, warps) int32: inner iterations per pyramid level (0 = finest) and warp."""
+    serial_sums: int
+    """Stopping checks settled by the serial float32 sum (the float64 sum was too close to the threshold)."""
+
+
+def _kernels():  # noqa: ANN202
+    """The numba kernels, imported (hence compiled or loaded from numba's cache) on first use only."""
+    from co2cli import tvl1_kernels
+
+    return tvl1_kernels
+
+
+@cache
+def median_program(k: int) -> tuple[np.ndarray, int]:
+    """A min/max program for the median of a k x k window given its k columns already sorted: Batcher's
+    network on the k*k inputs (padded with +inf), with every comparator whose outcome the known order decides
+    dropped, then only what the middle output needs kept, ids renumbered densely.
+
+    Returns (program rows (is_max, out, a, b), result id); ids < k*k are inputs, column id // k, rank id % k.
+    """
+    n = k * k
+    below = {c * k + r: {c * k + q for q in range(r + 1)} for c in range(k) for r in range(k)}  # id: ids <= it
+    wire = list(range(n)) + [-1] * ((1 << (n - 1).bit_length()) - n)  # -1 = +inf
+    prog, nxt = [], n
+    for i, j in _oddeven_merge_sort(len(wire)):
+        a, b = wire[i], wire[j]
+        if b == -1 or (a != -1 and a in below[b]):
+            continue  # already in order
+        if a == -1 or b in below[a]:
+            wire[i], wire[j] = b, a
+            continue
+        lo, hi = nxt, nxt + 1
+        nxt += 2
+        below[lo] = (below[a] & below[b]) | {lo}
+        below[hi] = below[a] | below[b] | {lo, hi}
+        for z, ids in below.items():  # whatever is >= a or >= b is >= their min
+            if z not in (lo, hi) and (a in ids or b in ids):
+                ids.add(lo)
+        prog += [(0, lo, a, b), (1, hi, a, b)]
+        wire[i], wire[j] = lo, hi
+    need, kept = {wire[n // 2]}, []
+    for ins in reversed(prog):
+        if ins[1] in need:
+            kept.append(ins)
+            need.update(ins[2:])
+    dense = {old: n + i for i, old in enumerate(ins[1] for ins in reversed(kept))}
+    rows = [(m, dense[o], dense.get(a, a), dense.get(b, b)) for m, o, a, b in reversed(kept)]
+    return np.array(rows, dtype=np.int64).reshape(-1, 4), dense.get(wire[n // 2], wire[n // 2])
+
+
+def resize(img: np.ndarray, size: tuple[int, int] | None = None, scale: float | None = None,
+           backend: str = "ipp") -> np.ndarray:
+    """`cv2.resize(img, ..., INTER_LINEAR)` of a float32 (H, W) image: to `size` (height, width) px, or by
+    `scale` on both axes (OpenCV's Size() + fx = fy call), as `tvl1.resize_linear` computes it."""
+    taps = resize_taps(img.shape, size, scale, scale, backend)  # type: ignore[arg-type]
+    if taps is None:
+        return img.copy()
+    (xl, xr, xf), (yt, yb, yf) = taps
+    k = _kernels()
+    ipp = backend == "ipp"
+    rows = k.lerp_cols(img, xl, xr, xf, ipp, np.empty((img.shape[0], len(xf)), _F32))
+    return k.lerp_rows(rows, yt, yb, yf, ipp, np.empty((len(yf), len(xf)), _F32))
+
+
+def median_blur(u: np.ndarray, ksize: int) -> np.ndarray:
+    """`cv2.medianBlur(u, ksize)` of float32 (H, W), ksize 3 or 5 (exact median, replicated border)."""
+    prog, result = median_program(ksize)
+    u = np.ascontiguousarray(u, dtype=_F32)
+    out = np.empty_like(u)
+    _kernels().median_blur(u, out, prog, result, ksize, _median_scratch(u.shape[1], ksize, prog))
+    return out
+
+
+def _median_scratch(width: int, ksize: int, prog: np.ndarray) -> np.ndarray:
+    return np.empty((ksize + len(prog)) * (width + ksize), _F32)
+
+
+def _solve_level(i0: np.ndarray, i1: np.ndarray, u1: np.ndarray, u2: np.ndarray, params: TVL1Params,
+                 iterations: np.ndarray) -> int:
+    """procOneScale: refines u1, u2 (px) in place, fills iterations (warps,); returns the serial sums taken."""
+    k = _kernels()
+    h, w = i0.shape
+    i1x, i1y = np.empty_like(i1), np.empty_like(i1)
+    k.centered_gradient(i1, i1x, i1y)
+    p = [np.zeros_like(i0) for _ in range(4)]
+    warped = [np.empty_like(i0) for _ in range(4)]  # i1wx, i1wy, grad, rho_c
+    consts = np.array([_f32(params.lambda_ * params.theta), _f32(params.theta), _f32(params.tau / params.theta)],
+                      _F32)
+    limits = np.array([_f32(params.epsilon * params.epsilon * h * w),
+                       params.outer_iterations * params.inner_iterations, params.inner_iterations], np.float64)
+    ksize = params.median_filtering if params.median_filtering > 1 else 0
+    prog, result = median_program(ksize) if ksize else (np.zeros((0, 4), np.int64), 0)
+    scratch = (np.empty_like(i0), np.empty_like(i0), np.empty(w, np.float64), np.zeros(w, _F32),
+               _median_scratch(w, max(ksize, 1), prog))
+    serial = 0
+    for warp in range(params.warps):
+        k.warp_data(i0, i1, i1x, i1y, u1, u2, *warped)
+        n, n_serial = k.run_warp(u1, u2, *p, *warped, consts, limits, (prog, result, ksize), scratch)
+        iterations[warp] = n
+        serial += n_serial
+    return serial
+
+
+def _as_intensity(img: np.ndarray) -> np.ndarray:
+    if img.dtype not in (np.uint8, np.float32):
+        raise TypeError(f"frames must be uint8 or float32 (0..255), got {img.dtype}")
+    return np.ascontiguousarray(img, dtype=_F32)
+
+
+def tvl1_flow_fused(prev: np.ndarray, nxt: np.ndarray, params: TVL1Params = TVL1Params(),
+                    return_stats: bool = False) -> np.ndarray | tuple[np.ndarray, PairStats]:
+    """TV-L1 flow (H, W, 2) float32 in px, channel 0 = dx, from grey (H, W) uint8 or float32 0..255 frames;
+    equal to `DualTVL1OpticalFlow_create().calc(prev, nxt, None)` (see module doc). Single-threaded."""
+    if prev.shape != nxt.shape or prev.ndim != 2:
+        raise ValueError(f"prev and nxt must both be (H, W), got {prev.shape} and {nxt.shape}")
+    h, w = prev.shape
+    _check(params, h, w)
+    sizes = pyramid_sizes(h, w, params)
+    i0s, i1s = [_as_intensity(prev)], [_as_intensity(nxt)]
+    for _ in sizes[1:]:
+        i0s.append(resize(i0s[-1], scale=params.scale_step, backend=params.resize_backend))
+        i1s.append(resize(i1s[-1], scale=params.scale_step, backend=params.resize_backend))
+    iterations = np.zeros((len(sizes), params.warps), np.int32)
+    u1 = np.zeros(sizes[-1], _F32)
+    u2 = np.zeros(sizes[-1], _F32)
+    up = _F32(1.0 / params.scale_step)
+    serial = 0
+    for level in range(len(sizes) - 1, -1, -1):
+        serial += _solve_level(i0s[level], i1s[level], u1, u2, params, iterations[level])
+        if level:
+            u1 = resize(u1, sizes[level - 1], backend=params.resize_backend) * up
+            u2 = resize(u2, sizes[level - 1], backend=params.resize_backend) * up
+    flow = np.stack([u1, u2], axis=-1)
+    return (flow, PairStats(iterations, serial)) if return_stats else flow
