@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from co2cli.errors import Co2Error
-from co2cli.features import STREAM_DIM
+from co2cli.features import STREAM_DIM, AnyOf
 from co2cli.timebase import FPS, SNIPPET_FRAMES
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def prefetch(items: Iterable, depth: int = PREFETCH_CHUNKS) -> Iterator:
 class FeatureExtractor:
     """Features of whole videos with the installed I3D weights (or given state dicts) for `streams`.
 
-    Flow: `flow_backend` auto|opencv|torch (auto = torch on CUDA, OpenCV on CPU), `flow_region` frame (the
+    Flow: `flow_backend` auto|opencv|fused|torch (auto = torch on CUDA, fused on CPU), `flow_region` frame (the
     Kinetics recipe: TV-L1 on the whole 256-short-side frame, then the centre crop) or crop (TV-L1 on the 224
     crop), `flow_workers` OpenCV processes (default: every CPU the process may use).
     """
@@ -130,7 +130,7 @@ class FeatureExtractor:
         if flow_region not in flow.REGIONS:
             raise Co2Error(f"unknown flow region {flow_region!r}: use frame or crop")
         if flow_backend not in flow.BACKENDS:
-            raise Co2Error(f"unknown flow backend {flow_backend!r}: use auto, opencv or torch")
+            raise Co2Error(f"unknown flow backend {flow_backend!r}: use {', '.join(flow.BACKENDS)}")
         self.flow_region = flow_region
         self.flow_backend = flow.resolve_backend(flow_backend, self.device.type)
         self.overlap = overlap
@@ -149,7 +149,10 @@ class FeatureExtractor:
 
     def identity(self) -> dict:
         """The recipe keys that make features comparable: a written file with other values is redone."""
-        flow = {"region": self.flow_region, "backend": self.flow_backend} if "flow" in self.streams else None
+        from co2cli.flow import equivalent_backends
+
+        backends = AnyOf(equivalent_backends(self.flow_backend))  # bit-identical backends share finished files
+        flow = {"region": self.flow_region, "backend": backends} if "flow" in self.streams else None
         return {"streams": list(self.streams), "recipe_version": RECIPE_VERSION, "flow": flow,
                 "weights_sha256": dict(self.weights_sha256)}
 

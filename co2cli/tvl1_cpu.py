@@ -19,7 +19,7 @@ from functools import cache
 
 import numpy as np
 
-from co2cli.tvl1 import TVL1Params, _check, _f32, _oddeven_merge_sort, pyramid_sizes, resize_taps
+from co2cli.tvl1_params import TVL1Params, _check, _f32, _oddeven_merge_sort, pyramid_sizes, resize_taps
 
 _F32 = np.float32
 

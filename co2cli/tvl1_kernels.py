@@ -96,6 +96,13 @@ def _cubic_weights(f):  # noqa: ANN001, ANN202
     return c0, c1, c2, c3
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _floor(v):  # noqa: ANN001, ANN202
+    """floor of a float32 with |v| <= 2^24, as an int (numba's math.floor on float32 calls libm's floorf)."""
+    i = int(v)
+    return i - 1 if _F32(i) > v else i
+
+
 REMAP_FRAME = 4
 """Zero frame (px) around the remapped planes: with the tap origin clamped to [-3, size + 1] every tap is a
 plain load and taps outside the image read 0 (BORDER_CONSTANT), exactly as far-away positions do."""
@@ -119,11 +126,11 @@ def warp_data(i0, src, u1, u2, i1wx, i1wy, grad, rho_c):  # noqa: ANN001, ANN201
             my = _F32(r) + a2
             mx = -lim if math.isnan(mx) else min(max(mx, -lim), lim)
             my = -lim if math.isnan(my) else min(max(my, -lim), lim)
-            fx, fy = _F32(math.floor(mx)), _F32(math.floor(my))
-            wx0, wx1, wx2, wx3 = _cubic_weights(mx - fx)
-            wy0, wy1, wy2, wy3 = _cubic_weights(my - fy)
-            ix = min(max(int(fx), -3), w + 1) + fr - 1  # first tap, in framed coordinates
-            iy = min(max(int(fy), -3), h + 1) + fr - 1
+            ix, iy = _floor(mx), _floor(my)
+            wx0, wx1, wx2, wx3 = _cubic_weights(mx - _F32(ix))
+            wy0, wy1, wy2, wy3 = _cubic_weights(my - _F32(iy))
+            ix = min(max(ix, -3), w + 1) + fr - 1  # first tap, in framed coordinates
+            iy = min(max(iy, -3), h + 1) + fr - 1
             v = gx = gy = _F32(0.0)
             for c in range(3):  # constant trip counts: LLVM unrolls these loops and folds the selects
                 out = _F32(0.0)

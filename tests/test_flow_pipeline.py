@@ -122,7 +122,7 @@ def test_default_flow_workers_is_every_usable_cpu() -> None:
     assert flow.default_workers() == len(os.sched_getaffinity(0))
     extractor = FeatureExtractor(("flow",), "cpu", load_models=False)
     assert extractor.flow_workers == len(os.sched_getaffinity(0))
-    assert extractor.flow_backend == "opencv" and extractor.flow_region == "frame"  # auto on CPU; the recipe
+    assert extractor.flow_backend == "fused" and extractor.flow_region == "frame"  # auto on CPU; the recipe
 
 
 def test_extract_flow_npy_jpg_resume_and_isolation(clip: Path, tmp_path: Path) -> None:
