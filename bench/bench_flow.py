@@ -1,8 +1,10 @@
 """TV-L1 flow speed, side by side in one run: OpenCV in 1 process, OpenCV on every core, torch on the CPU, torch on
-CUDA (when present), at both flow regions (the 224 crop and the whole 256-short-side frame); then the whole
-two-stream extraction per minute of video.
+CUDA (when present), at both flow regions (the 224 crop and the whole 256-short-side frame); then OpenCV vs the
+fused CPU backend per core (one process per core for both, rounds interleaved so that load from other users of
+the machine hits both alike; the median round counts); then the whole two-stream extraction per minute of video.
 
-    .venv/bin/python bench/bench_flow.py [--pairs 8] [--batch 8] [--video PATH] [--skip-pipeline] [--json OUT]
+    .venv/bin/python bench/bench_flow.py [--pairs 8] [--batch 8] [--rounds 3] [--video PATH] [--skip-pipeline]
+                                         [--json OUT]
 
 Prints frame pairs per second and seconds per minute of 25 fps video (1500 fields) for each row, with ratios to
 OpenCV in one process, and the torch backend's end-point error against OpenCV on the same pairs. Asserts nothing
@@ -14,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import av
@@ -90,6 +95,34 @@ def bench_region(path: Path, region: str, pairs: int, batch: int) -> list[dict]:
     return [r | {"region": region} for r in out]
 
 
+def per_core_rows(path: Path, region: str, pairs: int, rounds: int) -> list[dict]:
+    """OpenCV vs fused, pairs per second per core, one process per core for both (warm pools: the fused
+    kernels are loaded once per process), rounds interleaved in alternating order; checks the fields are equal."""
+    gray = gray_frames(path, pairs + 1, region)
+    workers = flow.default_workers()
+    prev, nxt = list(gray[:-1]), list(gray[1:])
+    spawn = multiprocessing.get_context("spawn")
+    pools = {b: ProcessPoolExecutor(workers, mp_context=spawn, initializer=flow._init_worker, initargs=(b,))
+             for b in ("opencv", "fused")}
+    try:
+        fields = {b: list(pool.map(flow._worker_pair, prev[:workers], nxt[:workers])) for b, pool in pools.items()}
+        times: dict[str, list[float]] = {b: [] for b in pools}
+        for r in range(rounds):
+            for b in (("opencv", "fused") if r % 2 == 0 else ("fused", "opencv")):
+                seconds, fields[b] = timed(lambda b=b: list(pools[b].map(flow._worker_pair, prev, nxt)))
+                times[b].append(seconds)
+    finally:
+        for pool in pools.values():
+            pool.shutdown()
+    same = all(np.array_equal(a, b) for a, b in zip(fields["opencv"], fields["fused"]))
+    print(f"  per core ({workers} processes each, median of {rounds} interleaved rounds; fields bit-identical: "
+          f"{same})")
+    base = statistics.median(times["opencv"]) * workers  # seconds of one core per `pairs` pairs
+    out = [row("OpenCV, per core", pairs, base, None)]
+    out.append(row("fused, per core", pairs, statistics.median(times["fused"]) * workers, base))
+    return [r | {"region": region, "per_core": True} for r in out]
+
+
 def bench_pipeline(path: Path) -> list[dict]:
     """Whole two-stream extraction of the clip, per minute of video, for each flow setting."""
     import torch
@@ -149,6 +182,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the per-core rows")
+    parser.add_argument("--skip-torch", action="store_true", help="only the OpenCV vs fused per-core rows")
     parser.add_argument("--video", type=Path, default=SAMPLES / "v_GGSY1Qvo990.mp4")
     parser.add_argument("--pipeline-video", type=Path, default=None, help="clip for the whole-pipeline rows")
     parser.add_argument("--skip-pipeline", action="store_true")
@@ -158,7 +193,11 @@ def main() -> None:
           f"({flow.default_workers()} usable)")
     results = []
     for region in ("crop", "frame"):
-        results += bench_region(args.video, region, args.pairs, args.batch)
+        if not args.skip_torch:
+            results += bench_region(args.video, region, args.pairs, args.batch)
+        else:
+            print(f"{args.video.name}, region {region}, {args.pairs} pairs")
+        results += per_core_rows(args.video, region, args.pairs, args.rounds)
     if not args.skip_pipeline:
         results += bench_pipeline(args.pipeline_video or args.video)
     if args.json:
