@@ -13,7 +13,7 @@
   N = 1 gives one zero field.
 * Streaming: `FlowStream` carries the last frame and field across chunks, so chunked results equal the
   one-shot result exactly (TV-L1 is deterministic and keeps no state between calls).
-* `workers > 1` runs pairs in that many processes (one pair per core) with one OpenCV thread each: on a 2-core machine two
+* `workers > 1` runs pairs in that many processes (one pair each) with one OpenCV thread each: on a 2-core machine two
   processes beat `cv2.setNumThreads(2)` (docs/pipeline.md). Results are identical either way. The default is
   every CPU this process may use (`default_workers`).
 """
@@ -91,9 +91,10 @@ def fused_params() -> TVL1Params:
 
 def recipe(backend: str = "opencv", region: str = "crop") -> dict:
     """How flow was made, for the feature file's recipe (`backend` resolved, not 'auto')."""
+    exact = "bit-identical to it here" if exact_with_opencv() else "not bit-exact here"
     impl = {"opencv": f"OpenCV {cv2.__version__} cv2.optflow.DualTVL1OpticalFlow_create() defaults",
             "fused": f"co2cli.tvl1_cpu (fused numba re-implementation of OpenCV {cv2.__version__}'s CPU TV-L1, "
-                     f"default parameters; {'bit-identical to it here' if exact_with_opencv() else 'not bit-exact here'})",
+                     f"default parameters; {exact})",
             }.get(backend, "co2cli.tvl1 (PyTorch re-implementation of OpenCV's CPU TV-L1, default parameters)")
     return {"method": "TV-L1", "implementation": impl, "backend": backend, "region": region,
             "input": _REGION_INPUT[region], "bound_px": FLOW_BOUND_PX,

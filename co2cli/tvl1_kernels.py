@@ -1,5 +1,6 @@
-"""numba kernels of the fused CPU TV-L1 (`tvl1_cpu.py`); importing this module compiles them (lazily, per first
-call, cached on disk by numba), so only `tvl1_cpu` imports it, on first use.
+# ruff: noqa: ANN001, ANN201, ANN202, PLR0913  (numba kernels: types come from the call, not annotations)
+"""numba kernels of the fused CPU TV-L1 (`tvl1_cpu.py`). Each compiles on its first call (or loads from numba's
+on-disk cache, `cache=True`); only `tvl1_cpu` imports this module, and only when a pair is computed.
 
 Every kernel does OpenCV's float32 arithmetic in OpenCV's order with one rounding per operation: numba does not
 contract a*b + c unless asked (no fastmath), and `fma32` is the one explicit fused multiply-add, used only where
@@ -19,11 +20,11 @@ _F32 = np.float32
 
 
 @intrinsic
-def fma32(typingctx, a, b, c):  # noqa: ANN001, ANN201 (numba intrinsic signature)
+def fma32(typingctx, a, b, c):
     """float32 a*b + c with one rounding (llvm.fma: the FMA instruction where the CPU has one, else libm)."""
     sig = types.float32(types.float32, types.float32, types.float32)
 
-    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+    def codegen(context, builder, signature, args):
         f32 = ir.FloatType()
         fn = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32]))
         return builder.call(fn, args)
@@ -36,7 +37,7 @@ def fma32(typingctx, a, b, c):  # noqa: ANN001, ANN201 (numba intrinsic signatur
 
 
 @njit(cache=True, error_model="numpy")
-def lerp_cols(src, left, right, frac, ipp, out):  # noqa: ANN001, ANN201
+def lerp_cols(src, left, right, frac, ipp, out):
     """out[:, d] = interpolation between src[:, left[d]] and src[:, right[d]] by frac[d] (float32):
     IPP = fma(f, b - a, a), else OpenCV's generic a * (1 - f) + b * f."""
     one = _F32(1.0)
@@ -50,7 +51,7 @@ def lerp_cols(src, left, right, frac, ipp, out):  # noqa: ANN001, ANN201
 
 
 @njit(cache=True, error_model="numpy")
-def lerp_rows(src, top, bottom, frac, ipp, out):  # noqa: ANN001, ANN201
+def lerp_rows(src, top, bottom, frac, ipp, out):
     """out[d, :] = interpolation between rows src[top[d]] and src[bottom[d]] by frac[d], as `lerp_cols`."""
     one = _F32(1.0)
     for d in range(out.shape[0]):
@@ -65,7 +66,7 @@ def lerp_rows(src, top, bottom, frac, ipp, out):  # noqa: ANN001, ANN201
 
 
 @njit(cache=True, error_model="numpy")
-def centered_gradient(img, dx, dy):  # noqa: ANN001, ANN201
+def centered_gradient(img, dx, dy):
     """tvl1flow.cpp centeredGradient: 0.5 * central differences, one-sided on the border (intensity per px)."""
     h, w = img.shape
     half = _F32(0.5)
@@ -84,7 +85,7 @@ def centered_gradient(img, dx, dy):  # noqa: ANN001, ANN201
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _cubic_weights(f):  # noqa: ANN001, ANN202
+def _cubic_weights(f):
     """OpenCV 5.1's float cubic weights (A = -0.75) at fraction f in [0, 1), in its operation order."""
     one = _F32(1.0)
     a = _F32(-0.75)
@@ -97,10 +98,16 @@ def _cubic_weights(f):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _floor(v):  # noqa: ANN001, ANN202
+def _floor(v):
     """floor of a float32 with |v| <= 2^24, as an int (numba's math.floor on float32 calls libm's floorf)."""
     i = int(v)
     return i - 1 if _F32(i) > v else i
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _chain(t0, t1, t2, t3, w):
+    """One tap row of the cubic with weights w (4-tuple): t0 * w0, then an FMA per further tap (OpenCV 5.1)."""
+    return fma32(t3, w[3], fma32(t2, w[2], fma32(t1, w[1], t0 * w[0])))
 
 
 REMAP_FRAME = 4
@@ -109,12 +116,13 @@ plain load and taps outside the image read 0 (BORDER_CONSTANT), exactly as far-a
 
 
 @njit(cache=True, error_model="numpy")
-def warp_data(i0, src, u1, u2, i1wx, i1wy, grad, rho_c):  # noqa: ANN001, ANN201, PLR0913
+def warp_data(i0, src, u1, u2, i1wx, i1wy, grad, rho_c):
     """buildFlowMap + remap(INTER_CUBIC, BORDER_CONSTANT 0) of I1, I1x, I1y at (x + u1, y + u2) + calcGradRho:
     grad = I1wx^2 + I1wy^2, rho_c = I1w - I1wx * u1 - I1wy * u2 - I0.
 
-    src: (3, H + 8, W + 8) I1, I1x, I1y in a zero frame of REMAP_FRAME px. Positions are clamped to +-2^24 px
-    (NaN -> -2^24) as in OpenCV; each tap row is an FMA chain along x, then one along y (OpenCV 5.1's order).
+    src: (H + 8, W + 8, 4) I1, I1x, I1y (and a 0 plane) interleaved per pixel (the taps of the three planes
+    share cache lines), in a zero frame of REMAP_FRAME px. Positions are clamped to +-2^24 px (NaN ->
+    -2^24) as in OpenCV; each tap row is an FMA chain along x, then one along y (OpenCV 5.1's order).
     """
     h, w = i0.shape
     lim = _F32(2.0**24)
@@ -127,26 +135,20 @@ def warp_data(i0, src, u1, u2, i1wx, i1wy, grad, rho_c):  # noqa: ANN001, ANN201
             mx = -lim if math.isnan(mx) else min(max(mx, -lim), lim)
             my = -lim if math.isnan(my) else min(max(my, -lim), lim)
             ix, iy = _floor(mx), _floor(my)
-            wx0, wx1, wx2, wx3 = _cubic_weights(mx - _F32(ix))
+            wx = _cubic_weights(mx - _F32(ix))
             wy0, wy1, wy2, wy3 = _cubic_weights(my - _F32(iy))
             ix = min(max(ix, -3), w + 1) + fr - 1  # first tap, in framed coordinates
             iy = min(max(iy, -3), h + 1) + fr - 1
             v = gx = gy = _F32(0.0)
-            for c in range(3):  # constant trip counts: LLVM unrolls these loops and folds the selects
-                out = _F32(0.0)
-                for j in range(4):
-                    row = src[c, iy + j, ix] * wx0
-                    row = fma32(src[c, iy + j, ix + 1], wx1, row)
-                    row = fma32(src[c, iy + j, ix + 2], wx2, row)
-                    row = fma32(src[c, iy + j, ix + 3], wx3, row)
-                    wy = wy0 if j == 0 else (wy1 if j == 1 else (wy2 if j == 2 else wy3))
-                    out = row * wy if j == 0 else fma32(row, wy, out)
-                if c == 0:
-                    v = out
-                elif c == 1:
-                    gx = out
-                else:
-                    gy = out
+            for j in range(4):  # constant trip count: unrolled, the selects folded
+                y = iy + j
+                r0 = _chain(src[y, ix, 0], src[y, ix + 1, 0], src[y, ix + 2, 0], src[y, ix + 3, 0], wx)
+                r1 = _chain(src[y, ix, 1], src[y, ix + 1, 1], src[y, ix + 2, 1], src[y, ix + 3, 1], wx)
+                r2 = _chain(src[y, ix, 2], src[y, ix + 1, 2], src[y, ix + 2, 2], src[y, ix + 3, 2], wx)
+                wy = wy0 if j == 0 else (wy1 if j == 1 else (wy2 if j == 2 else wy3))
+                v = r0 * wy if j == 0 else fma32(r0, wy, v)
+                gx = r1 * wy if j == 0 else fma32(r1, wy, gx)
+                gy = r2 * wy if j == 0 else fma32(r2, wy, gy)
             i1wx[r, x] = gx
             i1wy[r, x] = gy
             grad[r, x] = gx * gx + gy * gy
@@ -158,7 +160,7 @@ def warp_data(i0, src, u1, u2, i1wx, i1wy, grad, rho_c):  # noqa: ANN001, ANN201
 
 
 @njit(cache=True, error_model="numpy")
-def median3_rows(cols, out, r):  # noqa: ANN001, ANN201 (generated by tvl1_cpu.median_source)
+def median3_rows(cols, out, r):  # generated by tvl1_cpu.median_source
     """Row r of the 3x3 median: cols = (3, W + 2) sorted columns of the padded row."""
     for x in range(out.shape[1]):
         v0 = cols[0, x + 0]
@@ -204,7 +206,7 @@ def median3_rows(cols, out, r):  # noqa: ANN001, ANN201 (generated by tvl1_cpu.m
 
 
 @njit(cache=True, error_model="numpy")
-def median5_rows(cols, out, r):  # noqa: ANN001, ANN201 (generated by tvl1_cpu.median_source)
+def median5_rows(cols, out, r):  # generated by tvl1_cpu.median_source
     """Row r of the 5x5 median: cols = (5, W + 4) sorted columns of the padded row."""
     for x in range(out.shape[1]):
         v0 = cols[0, x + 0]
@@ -386,7 +388,7 @@ def median5_rows(cols, out, r):  # noqa: ANN001, ANN201 (generated by tvl1_cpu.m
 
 
 @njit(cache=True, error_model="numpy")
-def median_blur(u, out, network, cols):  # noqa: ANN001, ANN201
+def median_blur(u, out, network, cols):
     """cv2.medianBlur(u, k) of float32 u (exact median, replicated border) into `out`, k = len(cols) (3 or 5).
 
     Per output row the k-tall column at every padded x is sorted once (`network`: comparator rows (i, j), min
@@ -399,11 +401,12 @@ def median_blur(u, out, network, cols):  # noqa: ANN001, ANN201
     for r in range(h):
         for j in range(k):
             y = min(max(r - rad + j, 0), h - 1)
-            line = cols[j]
+            line, src = cols[j], u[y]
             for xp in range(rad):
-                line[xp] = u[y, 0]
-                line[w + rad + xp] = u[y, w - 1]
-            line[rad:rad + w] = u[y]
+                line[xp] = src[0]
+                line[w + rad + xp] = src[w - 1]
+            for x in range(w):
+                line[x + rad] = src[x]
         for c in range(network.shape[0]):
             lo, hi = cols[network[c, 0]], cols[network[c, 1]]
             for xp in range(w + 2 * rad):
@@ -421,7 +424,7 @@ def median_blur(u, out, network, cols):  # noqa: ANN001, ANN201
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _u_pixel(a1, a2, gx, gy, g, rc, d1, d2, l_t, theta):  # noqa: ANN001, ANN202, PLR0913
+def _u_pixel(a1, a2, gx, gy, g, rc, d1, d2, l_t, theta):
     """estimateV (thresholding around the linearised data term) + u = v + theta * div p at one pixel; returns
     (u1, u2, du1^2 + du2^2). a = u before, g = grad, rc = rho_c, d = div p."""
     rho = rc + (gx * a1 + gy * a2)
@@ -439,7 +442,7 @@ def _u_pixel(a1, a2, gx, gy, g, rc, d1, d2, l_t, theta):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, rho_c, l_t, theta,  # noqa: ANN001, ANN202, PLR0913
+def _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, rho_c, l_t, theta,
                     terms, acc64):
     """Row r: u update with divergence of p (q12/q22 = row r-1 of p12/p22, zeros on row 0; column 0 adds v1 + v2
     first, as OpenCV); error terms into `terms` and float64 column sums `acc64`."""
@@ -461,7 +464,7 @@ def _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, r
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _dual_pixel(p1, p2, ux, uy, taut):  # noqa: ANN001, ANN202
+def _dual_pixel(p1, p2, ux, uy, taut):
     """p = (p + taut * grad u) / (1 + taut * |grad u|), |grad u| = float(sqrt) of float64 exact squares."""
     g = _F32(math.sqrt(np.float64(ux) * np.float64(ux) + np.float64(uy) * np.float64(uy)))
     ng = g * taut + _F32(1.0)
@@ -469,7 +472,7 @@ def _dual_pixel(p1, p2, ux, uy, taut):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _dual_row(r, u1, u2, p11, p12, p21, p22, taut, zrow):  # noqa: ANN001, ANN202, PLR0913
+def _dual_row(r, u1, u2, p11, p12, p21, p22, taut, zrow):
     """Row r: forward gradient of u (rows r and r+1 final; 0 on the last column / row) + dual update."""
     h, w = u1.shape
     b1 = u1[r + 1] if r < h - 1 else u1[r]
@@ -486,7 +489,7 @@ def _dual_row(r, u1, u2, p11, p12, p21, p22, taut, zrow):  # noqa: ANN001, ANN20
 
 
 @njit(cache=True, error_model="numpy")
-def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, l_t, theta, taut, terms, acc64, zrow):  # noqa: ANN001, ANN201, PLR0913
+def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, l_t, theta, taut, terms, acc64, zrow):
     """One inner iteration in one pass: row r's u update, then row r-1's dual update (its u rows are final and
     row r no longer needs p of row r-1). Returns the float64 sum of the error terms."""
     h = u1.shape[0]
@@ -502,7 +505,7 @@ def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, l_t, theta, taut,
 
 
 @njit(cache=True, error_model="numpy")
-def serial_sum(terms):  # noqa: ANN001, ANN201
+def serial_sum(terms):
     """OpenCV's error: a serial float32 sum of the terms, row-major."""
     acc = _F32(0.0)
     for v in terms.ravel():
@@ -511,7 +514,7 @@ def serial_sum(terms):  # noqa: ANN001, ANN201
 
 
 @njit(cache=True, error_model="numpy")
-def stopped(sum64, terms, threshold):  # noqa: ANN001, ANN201
+def stopped(sum64, terms, threshold):
     """Is OpenCV's serial float32 sum of `terms` <= threshold? Settled by the float64 sum `sum64` unless the
     threshold lies within the bound on how far any serial float32 sum of these n non-negative terms can be
     from it (n u / (1 - n u), u = 2^-24, plus subnormal slack); then the serial sum is taken.
@@ -527,10 +530,18 @@ def stopped(sum64, terms, threshold):  # noqa: ANN001, ANN201
 
 
 @njit(cache=True, error_model="numpy")
-def run_warp(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts, limits, med, scratch):  # noqa: ANN001, ANN201, PLR0913
+def _copy(src, dst):
+    """dst[:] = src for (H, W) arrays (a plain loop: numba's slice assignment is slower)."""
+    for r in range(src.shape[0]):
+        for x in range(src.shape[1]):
+            dst[r, x] = src[r, x]
+
+
+@njit(cache=True, error_model="numpy")
+def run_warp(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts, limits, med, scratch):
     """The inner iterations of one warp: median of u before iterations 0, inner, 2 inner, ... (when on), one
-    fused sweep per iteration, OpenCV's stopping rule. consts = float32 [l_t, theta, taut], float64 threshold in
-    limits[0]; limits[1] = max iterations, limits[2] = inner iterations; med = (sorting network, k), k = 0 for no median.
+    fused sweep per iteration, OpenCV's stopping rule. consts = float32 [l_t, theta, taut]; limits = float64
+    [threshold, max iterations, inner iterations]; med = (sorting network, k), k = 0 for no median.
     Returns (iterations run, serial sums taken); u1/u2 are updated in place."""
     terms, tmp, acc64, zrow, cols = scratch
     network, k = med
@@ -540,9 +551,9 @@ def run_warp(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts, limits
     for n in range(max_iter):
         if k > 1 and n % inner == 0:
             median_blur(u1, tmp, network, cols)
-            u1[:] = tmp
+            _copy(tmp, u1)
             median_blur(u2, tmp, network, cols)
-            u2[:] = tmp
+            _copy(tmp, u2)
         s = sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts[0], consts[1], consts[2], terms,
                   acc64, zrow)
         stop, serial = stopped(s, terms, threshold)

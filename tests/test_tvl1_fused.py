@@ -67,7 +67,7 @@ def test_linear_resize_matches_opencv(backend: tvl1_params.ResizeBackend) -> Non
 
 
 def test_cubic_remap_and_grad_rho_match_opencv() -> None:
-    """warp_data remaps planes 1 and 2 of its source (I1x, I1y in TV-L1) with OpenCV's INTER_CUBIC at
+    """warp_data remaps channels 1 and 2 of its source (I1x, I1y in TV-L1) with OpenCV's INTER_CUBIC at
     (x + u1, y + u2), positions beyond the border, NaN and far away included; grad and rho_c follow."""
     rng = np.random.default_rng(0)
     fr = kernels().REMAP_FRAME
@@ -77,8 +77,8 @@ def test_cubic_remap_and_grad_rho_match_opencv() -> None:
         mx, my = random_maps(rng, h, w, margin)
         u1 = (mx - np.arange(w, dtype=np.float32)).astype(np.float32)
         u2 = (my - np.arange(h, dtype=np.float32)[:, None]).astype(np.float32)
-        src = np.zeros((3, h + 2 * fr, w + 2 * fr), np.float32)
-        src[:, fr:-fr, fr:-fr] = planes
+        src = np.zeros((h + 2 * fr, w + 2 * fr, 4), np.float32)
+        src[fr:-fr, fr:-fr, :3] = planes.transpose(1, 2, 0)
         i0 = planes[0].copy()
         out = [np.empty((h, w), np.float32) for _ in range(4)]
         kernels().warp_data(i0, src, u1, u2, *out)
