@@ -342,6 +342,7 @@ class FlowBackend(str, Enum):
     auto = "auto"
     opencv = "opencv"
     torch = "torch"
+    fused = "fused"
 
 
 class FlowRegion(str, Enum):
@@ -349,7 +350,8 @@ class FlowRegion(str, Enum):
     crop = "crop"
 
 
-FLOW_BACKEND_HELP = "TV-L1 implementation: auto (torch on CUDA, OpenCV on CPU), opencv, or torch."
+FLOW_BACKEND_HELP = ("TV-L1 implementation: auto (torch on CUDA, fused on CPU), opencv, fused (numba, equal to "
+                     "OpenCV bit for bit on x86-64), or torch.")
 FLOW_REGION_HELP = ("frame: TV-L1 on the whole 256-short-side frame, then the centre crop (the Kinetics recipe); "
                     "crop: TV-L1 on the 224 crop (co2cli 0.1).")
 FLOW_WORKERS_HELP = "Processes computing OpenCV TV-L1 (default: every CPU this process may use)."
