@@ -105,7 +105,7 @@ class WorkerSpec:
     flow_workers: int = 1
     max_side_px: int | None = None
     flow_backend: str = "auto"
-    """As `--flow-backend`, resolved on each worker's device (torch on a GPU node, OpenCV on a CPU one)."""
+    """As `--flow-backend`, resolved on each worker's device (torch on a GPU node, fused on a CPU one)."""
     flow_region: str = "frame"
     load_models: bool = True
     """False for flow-only work (`co2 extract-flow`): no I3D weights are read or shipped."""
@@ -719,7 +719,7 @@ def extract_flow_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: 
     flow stream): the same files, byte for byte, written by the driver as the chunks stream in.
 
     With backend auto, a finished output made by either backend counts as done: each worker picks its own
-    (torch on a GPU node, OpenCV on a CPU one) and records it in the output's recipe.
+    (torch on a GPU node, fused on a CPU one) and records it in the output's recipe.
     """
     from co2cli import flowfiles
 
