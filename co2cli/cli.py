@@ -278,7 +278,8 @@ def cluster_options(executor: Executor, ray_address: str | None, workers: int | 
 
 def extract_on_ray(cluster: Any, named: list[tuple[Path, str]], output: Path, streams: tuple[str, ...],
                    device: str, batch_size: int, flow_workers: int | None, max_side: int | None, overwrite: bool,
-                   quiet: bool, flow_backend: str = "auto", flow_region: str = "frame") -> tuple[list, float]:
+                   quiet: bool, flow_backend: str = "auto", flow_region: str = "frame",
+                   precision: str = "fp32") -> tuple[list, float]:
     """`co2 extract-features --executor ray`: (batch items, wall seconds), as the local run gives them."""
     from co2cli import distributed
     from co2cli.batch import BatchEvents
@@ -290,7 +291,7 @@ def extract_on_ray(cluster: Any, named: list[tuple[Path, str]], output: Path, st
             sys.stdout.flush()
 
     spec = distributed.WorkerSpec(streams, device, batch_size, flow_workers=flow_workers or 1, max_side_px=max_side,
-                                  flow_backend=flow_backend, flow_region=flow_region)
+                                  flow_backend=flow_backend, flow_region=flow_region, precision=precision)
     started = time.perf_counter()
     with distributed.RayPool(spec, cluster) as pool:
         items = distributed.extract_batch(named, output, pool, overwrite, BatchEvents(on_end=on_end),
@@ -348,6 +349,15 @@ class FlowBackend(str, Enum):
 class FlowRegion(str, Enum):
     frame = "frame"
     crop = "crop"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+PRECISION_HELP = ("I3D arithmetic: fp32 (the reference) or bf16 (faster on CPUs with AVX512-BF16/AMX and on CUDA; "
+                  "features differ slightly from fp32 and are cached apart).")
 
 
 FLOW_BACKEND_HELP = ("TV-L1 implementation: auto (torch on CUDA, fused on CPU), opencv, fused (numba, equal to "
@@ -467,6 +477,7 @@ def localize(
     flow_backend: FlowBackend = typer.Option(FlowBackend.auto, "--flow-backend", help=FLOW_BACKEND_HELP),
     flow_region: FlowRegion = typer.Option(FlowRegion.frame, "--flow-region", help=FLOW_REGION_HELP),
     flow_workers: Optional[int] = typer.Option(None, "--flow-workers", metavar="N", min=1, help=FLOW_WORKERS_HELP),
+    precision: Precision = typer.Option(Precision.fp32, "--precision", help=PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, notes or summary on stderr."),
     executor: Executor = executor_option(),
     ray_address: Optional[str] = ray_address_option(),
@@ -515,7 +526,7 @@ def localize(
 
     localizer = load_model(chosen, checkpoint=checkpoint, device=device.value, use_cache=not no_cache,
                            max_side_px=max_side, flow_backend=flow_backend.value, flow_region=flow_region.value,
-                           flow_workers=flow_workers)
+                           flow_workers=flow_workers, precision=precision.value)
     check_only(only, localizer)
     model_sha256 = model_weights_sha256(chosen, checkpoint)
     echo_err(f"model: {localizer.description}", quiet)
@@ -781,6 +792,7 @@ def extract_features(
     flow_backend: FlowBackend = typer.Option(FlowBackend.auto, "--flow-backend", help=FLOW_BACKEND_HELP),
     flow_region: FlowRegion = typer.Option(FlowRegion.frame, "--flow-region", help=FLOW_REGION_HELP),
     flow_workers: Optional[int] = typer.Option(None, "--flow-workers", metavar="N", min=1, help=FLOW_WORKERS_HELP),
+    precision: Precision = typer.Option(Precision.fp32, "--precision", help=PRECISION_HELP),
     max_side: Optional[int] = typer.Option(None, "--max-side", metavar="PX", envvar="CO2CLI_MAX_SIDE", min=16,
                                            help="Refuse videos whose long side exceeds PX (default 2560)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos whose outputs already exist."),
@@ -806,7 +818,8 @@ def extract_features(
 
     if cluster is not None:  # --executor ray
         items, wall = extract_on_ray(cluster, named, output, chosen, device.value, batch_size, flow_workers,
-                                     max_side, overwrite, quiet, flow_backend.value, flow_region.value)
+                                     max_side, overwrite, quiet, flow_backend.value, flow_region.value,
+                                     precision.value)
     else:
         from co2cli.batch import BatchEvents, run_batch
         from co2cli.extract import FeatureExtractor
@@ -814,7 +827,7 @@ def extract_features(
 
         extractor = FeatureExtractor(chosen, device.value, batch_size, flow_workers=flow_workers,
                                      max_side_px=max_side, flow_backend=flow_backend.value,
-                                     flow_region=flow_region.value)
+                                     flow_region=flow_region.value, precision=precision.value)
         started = time.perf_counter()
         with Reporter(len(named), "videos", quiet) as reporter:
             def on_end(item) -> None:  # noqa: ANN001 - batch.BatchItem

@@ -107,6 +107,8 @@ class WorkerSpec:
     flow_backend: str = "auto"
     """As `--flow-backend`, resolved on each worker's device (torch on a GPU node, fused on a CPU one)."""
     flow_region: str = "frame"
+    precision: str = "fp32"
+    """As `--precision`: the I3D arithmetic, fp32 or bf16."""
     load_models: bool = True
     """False for flow-only work (`co2 extract-flow`): no I3D weights are read or shipped."""
 
@@ -164,7 +166,8 @@ def build_extractor(spec: WorkerSpec, shipped: ShippedWeights | None) -> Feature
         return FeatureExtractor(streams=spec.streams, device=spec.device, batch_size=spec.batch_size,
                                 chunk_snippets=spec.chunk_snippets, flow_workers=spec.flow_workers,
                                 max_side_px=spec.max_side_px, state_dicts=shipped.state_dicts,
-                                flow_backend=spec.flow_backend, flow_region=spec.flow_region)
+                                flow_backend=spec.flow_backend, flow_region=spec.flow_region,
+                                precision=spec.precision)
     finally:
         weights.resolve, weights.installed = saved
 
@@ -694,7 +697,7 @@ def extract_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: RayPo
                   events: BatchEvents = BatchEvents(), show_progress: bool = False) -> list[BatchItem]:
     """`batch.run_batch` of a FeatureExtractor on `pool`'s workers: same items, outputs and claims; the driver
     writes every output (see `_claimed_batch`)."""
-    identity = _identity(pool.spec.streams, pool.spec.flow_region)
+    identity = _identity(pool.spec.streams, pool.spec.flow_region, pool.spec.precision)
 
     def finish(index: int, result: Result) -> BatchItem:
         path, name = inputs[index]
@@ -848,16 +851,17 @@ def _claimed_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: RayP
 # localize
 
 
-def _identity(streams: Sequence[str], flow_region: str) -> dict:
+def _identity(streams: Sequence[str], flow_region: str, precision: str = "fp32") -> dict:
     """The recipe keys a finished output must match (as `FeatureExtractor.identity`, without the backend: workers
     resolve `auto` on their own devices)."""
     from co2cli import weights
-    from co2cli.extract import RECIPE_VERSION
+    from co2cli.extract import RECIPE_VERSION, precision_identity
 
     installed = weights.installed()
     return {"streams": list(streams), "recipe_version": RECIPE_VERSION,
             "flow": {"region": flow_region} if "flow" in streams else None,
-            "weights_sha256": {WEIGHT_NAMES[s]: installed[WEIGHT_NAMES[s]].get("sha256") for s in streams}}
+            "weights_sha256": {WEIGHT_NAMES[s]: installed[WEIGHT_NAMES[s]].get("sha256") for s in streams},
+            "precision": precision_identity(precision)}
 
 
 class _Deferred(Exception):
@@ -880,7 +884,7 @@ class _RemoteFeatures:
         self._local: FeatureExtractor | None = None
 
     def identity(self) -> dict:
-        return _identity(self.streams, str(self.localizer.flow_options["flow_region"]))
+        return _identity(self.streams, str(self.localizer.flow_options["flow_region"]), self.localizer.precision)
 
     def extract(self, path: str | Path, progress: object = None) -> Extracted:
         if str(path) in self.results:
@@ -892,7 +896,8 @@ class _RemoteFeatures:
 
             loc = self.localizer
             self._local = FeatureExtractor(self.streams, loc.device, loc.batch_size, max_side_px=loc.max_side_px,
-                                           state_dicts=loc._state_dicts(), **loc.flow_options)
+                                           state_dicts=loc._state_dicts(), precision=loc.precision,
+                                           **loc.flow_options)
         return self._local.extract(path, progress)  # type: ignore[arg-type]
 
 
@@ -902,7 +907,7 @@ def pool_for_localizer(localizer: Localizer, device: str = "auto", options: Clus
     flow = localizer.flow_options
     spec = WorkerSpec(streams=tuple(localizer.streams), device=device, batch_size=localizer.batch_size,
                       max_side_px=localizer.max_side_px, flow_backend=str(flow["flow_backend"]),
-                      flow_region=str(flow["flow_region"]))
+                      flow_region=str(flow["flow_region"]), precision=localizer.precision)
     return RayPool(spec, options, state_dicts=localizer._state_dicts() or None)
 
 

@@ -54,16 +54,18 @@ class Extracted:
     recipe: dict
 
 
-def snippet_features(model: InceptionI3d, frames: np.ndarray, batch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def snippet_features(model: InceptionI3d, frames: np.ndarray, batch_size: int = 4,
+                     precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """I3D features (T, 1024) and Kinetics logits (T, 400) of T = n // 16 whole snippets.
 
     frames: (n, H, W, C) float32 in [-1, 1] (RGB from `video.rgb_to_float`, or flow fields), n a multiple of 16.
+    precision: fp32 or bf16 (see `i3d.PRECISIONS`).
     """
     from co2cli import i3d
 
     n = len(frames) // SNIPPET_FRAMES
     snippets = frames[: n * SNIPPET_FRAMES].reshape(n, SNIPPET_FRAMES, *frames.shape[1:])
-    return i3d.run_snippets(model, snippets, batch_size)
+    return i3d.run_snippets(model, snippets, batch_size, precision=precision)
 
 
 def prefetch(items: Iterable, depth: int = PREFETCH_CHUNKS) -> Iterator:
@@ -107,20 +109,32 @@ def prefetch(items: Iterable, depth: int = PREFETCH_CHUNKS) -> Iterator:
         thread.join()
 
 
+def precision_identity(precision: str) -> str | AnyOf:
+    """The identity value of an I3D precision: fp32 also matches files written before precision was recorded
+    (they were all fp32); bf16 matches only bf16, so a cache never serves one precision's features for another."""
+    return AnyOf(("fp32", None)) if precision == "fp32" else precision
+
+
 class FeatureExtractor:
     """Features of whole videos with the installed I3D weights (or given state dicts) for `streams`.
 
     Flow: `flow_backend` auto|opencv|fused|torch (auto = torch on CUDA, fused on CPU), `flow_region` frame (the
     Kinetics recipe: TV-L1 on the whole 256-short-side frame, then the centre crop) or crop (TV-L1 on the 224
-    crop), `flow_workers` OpenCV processes (default: every CPU the process may use).
+    crop), `flow_workers` processes, one pair each (default: every CPU the process may use).
+
+    I3D: `precision` fp32 (the reference) or bf16 (autocast; recorded in the recipe, never mixed with fp32 in a
+    cache); `i3d_threads` torch CPU threads while extracting (default: all usable CPUs, or the CPUs the flow
+    workers leave free when flow is overlapped on the CPU, at least 1, so cores are not oversubscribed).
     """
 
     def __init__(self, streams: Sequence[str] = STREAMS, device: str | torch.device = "auto", batch_size: int = 4,
                  chunk_snippets: int = 8, flow_workers: int | None = None, max_side_px: int | None = None,
                  state_dicts: Mapping[str, Mapping[str, torch.Tensor]] | None = None, flow_backend: str = "auto",
-                 flow_region: str = "frame", overlap: bool = True, load_models: bool = True) -> None:
+                 flow_region: str = "frame", overlap: bool = True, load_models: bool = True,
+                 precision: str = "fp32", i3d_threads: int | None = None) -> None:
         from co2cli import checkpoints, flow, weights
         from co2cli.devices import pick_device
+        from co2cli.i3d import PRECISIONS
 
         self.streams = parse_streams(streams)
         self.device = pick_device(str(device))
@@ -133,7 +147,11 @@ class FeatureExtractor:
             raise Co2Error(f"unknown flow backend {flow_backend!r}: use {', '.join(flow.BACKENDS)}")
         self.flow_region = flow_region
         self.flow_backend = flow.resolve_backend(flow_backend, self.device.type)
+        if precision not in PRECISIONS:
+            raise Co2Error(f"unknown precision {precision!r}: use {' or '.join(PRECISIONS)}")
+        self.precision = precision
         self.overlap = overlap
+        self.i3d_threads = max(1, int(i3d_threads)) if i3d_threads else self._default_i3d_threads()
         self.max_side_px = max_side_px
         self.models: dict[str, InceptionI3d] = {}
         self.weights_sha256: dict[str, str | None] = {}
@@ -147,6 +165,14 @@ class FeatureExtractor:
             self.weights_sha256[name] = record.get("sha256")
             self.weights_family[name] = weights.family(record)
 
+    def _default_i3d_threads(self) -> int:
+        """Every usable CPU, less those the flow workers occupy while I3D overlaps them on the CPU (at least 1)."""
+        from co2cli import flow
+
+        cpus = flow.default_workers()
+        flow_on_cpu = "flow" in self.streams and self.overlap and self.flow_backend != "torch"
+        return max(1, cpus - self.flow_workers) if flow_on_cpu else cpus
+
     def identity(self) -> dict:
         """The recipe keys that make features comparable: a written file with other values is redone."""
         from co2cli.flow import equivalent_backends
@@ -154,7 +180,7 @@ class FeatureExtractor:
         backends = AnyOf(equivalent_backends(self.flow_backend))  # bit-identical backends share finished files
         flow = {"region": self.flow_region, "backend": backends} if "flow" in self.streams else None
         return {"streams": list(self.streams), "recipe_version": RECIPE_VERSION, "flow": flow,
-                "weights_sha256": dict(self.weights_sha256)}
+                "weights_sha256": dict(self.weights_sha256), "precision": precision_identity(self.precision)}
 
     def recipe(self) -> dict:
         """What every feature file made by this extractor shares (the per-video facts are added later)."""
@@ -169,6 +195,7 @@ class FeatureExtractor:
             "feature": "I3D Mixed_5c averaged over time, height and width (1024 per stream)",
             "resize": video.RECIPE["resize"], "crop": video.RECIPE["crop"], "video": video.RECIPE,
             "flow": flow.recipe(self.flow_backend, self.flow_region) if "flow" in self.streams else None,
+            "precision": self.precision,
             "weights_sha256": self.weights_sha256,
             "weights": {name: {"sha256": sha, "family": self.weights_family.get(name, "")}
                         for name, sha in self.weights_sha256.items()},
@@ -176,7 +203,8 @@ class FeatureExtractor:
 
     def extract(self, path: str | Path, progress: Progress | None = None) -> Extracted:
         """Features of one video; `progress(frames_done, frames_total_estimate)` is called after each chunk."""
-        from co2cli import flow, video
+        from co2cli import video
+        from co2cli.i3d import torch_threads
 
         reader = video.VideoReader(path, max_side_px=self.max_side_px)
         estimate = reader.info.frames_25fps_estimate
@@ -185,20 +213,8 @@ class FeatureExtractor:
         pairs = self.flow_fields(chunks) if with_flow else ((chunk, None) for chunk in chunks)
         if self.overlap:
             pairs = prefetch(pairs)
-        parts: dict[str, list[np.ndarray]] = {s: [] for s in self.streams}
-        first_time: float | None = None
-        done = 0
-        for frames, fields in pairs:
-            if first_time is None and len(frames):
-                first_time = float(frames.grid_times_s[0])
-            if "rgb" in self.streams:
-                parts["rgb"].append(snippet_features(self.models["rgb"], video.rgb_to_float(frames.rgb),
-                                                     self.batch_size)[0])
-            if "flow" in self.streams:
-                parts["flow"].append(snippet_features(self.models["flow"], fields, self.batch_size)[0])
-            done += len(frames)
-            if progress:
-                progress(done, estimate)
+        with torch_threads(self.i3d_threads):
+            parts, first_time = self._stream_features(pairs, lambda done: progress and progress(done, estimate))
         if not parts[self.streams[0]]:
             raise Co2Error(f"{path}: no frames could be decoded")
         features = np.concatenate([np.concatenate(parts[s]) for s in self.streams], axis=1).astype(np.float32)
@@ -213,6 +229,25 @@ class FeatureExtractor:
             "start_s": first_time or 0.0,
         }
         return Extracted(features, recipe)
+
+    def _stream_features(self, pairs: Iterable[tuple], frames_done: Callable[[int], object],
+                         ) -> tuple[dict[str, list[np.ndarray]], float | None]:
+        """I3D features of each (frames, flow fields) chunk per stream, and the first frame's time (s)."""
+        from co2cli import video
+
+        parts: dict[str, list[np.ndarray]] = {s: [] for s in self.streams}
+        first_time: float | None = None
+        done = 0
+        for frames, fields in pairs:
+            if first_time is None and len(frames):
+                first_time = float(frames.grid_times_s[0])
+            inputs = {"rgb": lambda: video.rgb_to_float(frames.rgb), "flow": lambda: fields}  # noqa: B023
+            for stream in self.streams:
+                parts[stream].append(snippet_features(self.models[stream], inputs[stream](), self.batch_size,
+                                                      self.precision)[0])
+            done += len(frames)
+            frames_done(done)
+        return parts, first_time
 
     def flow_fields(self, chunks: Iterable) -> Iterator[tuple]:
         """(chunk, (n, 224, 224, 2) flow in [-1, 1]) for each `video.Frames` chunk, in this extractor's region."""

@@ -73,8 +73,9 @@ class Localizer:
 
     def __init__(self, device: torch.device, batch_size: int = 4, cache_dir: Path | None = None,
                  use_cache: bool = True, max_side_px: int | None = None, flow_backend: str = "auto",
-                 flow_region: str = "frame", flow_workers: int | None = None) -> None:
+                 flow_region: str = "frame", flow_workers: int | None = None, precision: str = "fp32") -> None:
         self.device = device
+        self.precision = precision
         self.batch_size = batch_size
         self.cache_dir = cache_dir
         self.use_cache = use_cache
@@ -88,7 +89,7 @@ class Localizer:
         if self._extractor is None:
             self._extractor = FeatureExtractor(self.streams, self.device, self.batch_size,
                                                max_side_px=self.max_side_px, state_dicts=self._state_dicts(),
-                                               **self.flow_options)
+                                               precision=self.precision, **self.flow_options)
         return self._extractor
 
     def _state_dicts(self) -> dict:
@@ -96,12 +97,14 @@ class Localizer:
         return {}
 
     def cache_folder(self, video: Path) -> Path:
-        """`<home>/features/<key>/`, key = hash of the video's absolute path, size and modification time."""
+        """`<home>/features/<key>/`, key = hash of the video's absolute path, size and modification time, with a
+        `-bf16` suffix at that precision (so both precisions stay cached; the recipe identity keeps them apart too)."""
         from co2cli import weights
 
         stat = video.stat()
         key = hashlib.sha256(f"{video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
-        return (self.cache_dir or weights.home() / "features") / key
+        suffix = "" if self.precision == "fp32" else f"-{self.precision}"
+        return (self.cache_dir or weights.home() / "features") / f"{key}{suffix}"
 
     def video_features(self, video: Path, name: str | None = None) -> tuple[FeatureFile, bool]:
         """(features of a video, whether they came from the cache), made by `co2 extract-features`' code."""
@@ -270,7 +273,7 @@ def default_classes(checkpoint: str | None = None) -> str:
 def load_model(classes: str | None = None, checkpoint: str | None = None, device: str = "auto",
                batch_size: int = 4, cache_dir: str | Path | None = None, use_cache: bool = True,
                max_side_px: int | None = None, flow_backend: str = "auto", flow_region: str = "frame",
-               flow_workers: int | None = None) -> Localizer:
+               flow_workers: int | None = None, precision: str = "fp32") -> Localizer:
     """A localizer for `classes`: 'thumos' / 'activitynet' (CO2-Net with the given or installed checkpoint) or
     'kinetics' (zero-shot RGB I3D). None picks 'thumos' when CO2-Net weights are installed, else 'kinetics'."""
     from co2cli import checkpoints
@@ -279,7 +282,7 @@ def load_model(classes: str | None = None, checkpoint: str | None = None, device
     dev = pick_device(device)
     options = {"batch_size": batch_size, "cache_dir": Path(cache_dir) if cache_dir else None,
                "use_cache": use_cache, "max_side_px": max_side_px, "flow_backend": flow_backend,
-               "flow_region": flow_region, "flow_workers": flow_workers}
+               "flow_region": flow_region, "flow_workers": flow_workers, "precision": precision}
     classes = classes or default_classes(checkpoint)
     if classes == "kinetics":
         if checkpoint is not None:
