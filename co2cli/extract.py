@@ -124,7 +124,8 @@ class FeatureExtractor:
 
     I3D: `precision` fp32 (the reference) or bf16 (autocast; recorded in the recipe, never mixed with fp32 in a
     cache); `i3d_threads` torch CPU threads while extracting (default: all usable CPUs, or the CPUs the flow
-    workers leave free when flow is overlapped on the CPU, at least 1, so cores are not oversubscribed).
+    workers leave free when flow runs on the CPU, at least 1, so cores are not oversubscribed). float32 features
+    depend on the thread count in their last bits (oneDNN's sum order), well within the fixture's tolerance.
     """
 
     def __init__(self, streams: Sequence[str] = STREAMS, device: str | torch.device = "auto", batch_size: int = 4,
@@ -166,11 +167,13 @@ class FeatureExtractor:
             self.weights_family[name] = weights.family(record)
 
     def _default_i3d_threads(self) -> int:
-        """Every usable CPU, less those the flow workers occupy while I3D overlaps them on the CPU (at least 1)."""
+        """Every usable CPU, less those the flow workers occupy beside I3D on the CPU (at least 1). Not tied to
+        `overlap`: oneDNN's float32 sums depend on the thread count, and overlapped features must equal
+        sequential ones bit for bit."""
         from co2cli import flow
 
         cpus = flow.default_workers()
-        flow_on_cpu = "flow" in self.streams and self.overlap and self.flow_backend != "torch"
+        flow_on_cpu = "flow" in self.streams and self.flow_backend != "torch"
         return max(1, cpus - self.flow_workers) if flow_on_cpu else cpus
 
     def identity(self) -> dict:

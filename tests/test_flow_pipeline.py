@@ -85,8 +85,11 @@ def test_crop_region_opencv_features_equal_the_sequential_path(clip: Path, home:
                                  chunk_snippets=1)
     got = extractor.extract(clip)
     frames = video.read_video(clip)
-    rgb, _ = snippet_features(extractor.models["rgb"], video.rgb_to_float(frames.rgb))
-    fl, _ = snippet_features(extractor.models["flow"], opencv_fields(frames.gray))
+    # I3D at the extractor's thread count (the CPUs the flow workers leave): oneDNN's float32 sums depend on it.
+    assert extractor.i3d_threads == max(1, len(os.sched_getaffinity(0)) - 2)
+    with i3d.torch_threads(extractor.i3d_threads):
+        rgb, _ = snippet_features(extractor.models["rgb"], video.rgb_to_float(frames.rgb))
+        fl, _ = snippet_features(extractor.models["flow"], opencv_fields(frames.gray))
     np.testing.assert_array_equal(got.features, np.concatenate([rgb, fl], axis=1))
     assert got.recipe["flow"]["region"] == "crop" and got.recipe["flow"]["backend"] == "opencv"
     assert got.recipe["recipe_version"] == 2
