@@ -123,8 +123,8 @@ class FeatureExtractor:
     crop), `flow_workers` processes, one pair each (default: every CPU the process may use).
 
     I3D: `precision` fp32 (the reference) or bf16 (autocast; recorded in the recipe, never mixed with fp32 in a
-    cache); `i3d_threads` torch CPU threads while extracting (default: all usable CPUs, or the CPUs the flow
-    workers leave free when flow runs on the CPU, at least 1, so cores are not oversubscribed). float32 features
+    cache); `i3d_threads` torch CPU threads while extracting (default: torch's threads, less the flow workers
+    when flow runs on the CPU, at least 1, so cores are not oversubscribed). float32 features
     depend on the thread count in their last bits (oneDNN's sum order), well within the fixture's tolerance.
     """
 
@@ -167,12 +167,12 @@ class FeatureExtractor:
             self.weights_family[name] = weights.family(record)
 
     def _default_i3d_threads(self) -> int:
-        """Every usable CPU, less those the flow workers occupy beside I3D on the CPU (at least 1). Not tied to
-        `overlap`: oneDNN's float32 sums depend on the thread count, and overlapped features must equal
-        sequential ones bit for bit."""
-        from co2cli import flow
+        """torch's CPU threads (every usable CPU, or what OMP_NUM_THREADS / a Ray worker's reservation set), less
+        the flow workers beside I3D on the CPU (at least 1). Not tied to `overlap`: oneDNN's float32 sums depend
+        on the thread count, and overlapped features must equal sequential ones bit for bit."""
+        import torch
 
-        cpus = flow.default_workers()
+        cpus = torch.get_num_threads()
         flow_on_cpu = "flow" in self.streams and self.flow_backend != "torch"
         return max(1, cpus - self.flow_workers) if flow_on_cpu else cpus
 

@@ -86,7 +86,7 @@ def test_crop_region_opencv_features_equal_the_sequential_path(clip: Path, home:
     got = extractor.extract(clip)
     frames = video.read_video(clip)
     # I3D at the extractor's thread count (the CPUs the flow workers leave): oneDNN's float32 sums depend on it.
-    assert extractor.i3d_threads == max(1, len(os.sched_getaffinity(0)) - 2)
+    assert extractor.i3d_threads == max(1, torch.get_num_threads() - 2)
     with i3d.torch_threads(extractor.i3d_threads):
         rgb, _ = snippet_features(extractor.models["rgb"], video.rgb_to_float(frames.rgb))
         fl, _ = snippet_features(extractor.models["flow"], opencv_fields(frames.gray))
