@@ -141,7 +141,7 @@ def per_core_rows(path: Path, region: str, pairs: int, rounds: int) -> list[dict
 PIPELINE_CONFIGS = {
     # name: (flow backend, I3D threads (None: torch's default, as before), I3D precision, overlap)
     "old: opencv, I3D torch-default threads": ("opencv", 0, "fp32", True),
-    "new: fused, I3D threads = CPUs - flow workers": ("fused", None, "fp32", True),
+    "new: fused, I3D threads = CPUs - flow workers": ("fused", None, "fp32", True),  # torch threads - workers
     "new, sequential (no overlap)": ("fused", None, "fp32", False),
     "new, bf16": ("fused", None, "bf16", True),
 }
@@ -155,7 +155,8 @@ def pipeline_once(path: Path, name: str, cpus: int, chunk_snippets: int) -> dict
 
     pinned = sorted(os.sched_getaffinity(0))[:cpus]
     code = ("import sys, json; sys.path.insert(0, %r); from bench_flow import pipeline_child; "
-            "print(json.dumps(pipeline_child(%r, %r, %d)))" % (str(Path(__file__).parent), str(path), name, chunk_snippets))
+            "print(json.dumps(pipeline_child(%r, %r, %d)))"
+            % (str(Path(__file__).parent), str(path), name, chunk_snippets))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           preexec_fn=lambda: os.sched_setaffinity(0, pinned))
     if proc.returncode:
