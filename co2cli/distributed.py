@@ -95,8 +95,10 @@ class WorkerSpec:
     flow_workers: int = 1
     max_side_px: int | None = None
     flow_backend: str = "auto"
-    """As `--flow-backend`, resolved on each worker's device (torch on a GPU node, OpenCV on a CPU one)."""
+    """As `--flow-backend`, resolved on each worker's device (torch on a GPU node, fused on a CPU one)."""
     flow_region: str = "frame"
+    precision: str = "fp32"
+    """As `--precision`: the I3D arithmetic, fp32 or bf16."""
     load_models: bool = True
     """False for flow-only work (`co2 extract-flow`): no I3D weights are read or shipped."""
 
@@ -137,7 +139,8 @@ def build_extractor(spec: WorkerSpec, shipped: ShippedWeights | None) -> Feature
                             max_side_px=spec.max_side_px, flow_backend=spec.flow_backend,
                             flow_region=spec.flow_region, load_models=shipped is not None,
                             state_dicts=shipped.state_dicts if shipped else None,
-                            provenance=shipped.records if shipped else None)
+                            provenance=shipped.records if shipped else None,
+                            precision=spec.precision)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -657,7 +660,8 @@ def extract_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: RayPo
     """`co2 extract-features --executor ray`: the local batch's items and outputs, computed on `pool`."""
     from co2cli.extract import FeatureJob
 
-    return run_batch(inputs, FeatureJob.installed(out_dir, pool.spec.streams, pool.spec.flow_region), pool,
+    return run_batch(inputs, FeatureJob.installed(out_dir, pool.spec.streams, pool.spec.flow_region,
+                                                     precision=pool.spec.precision), pool,
                      overwrite, events)
 
 
@@ -665,7 +669,7 @@ def extract_flow_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: 
                        overwrite: bool = False, events: BatchEvents = BatchEvents()) -> list[BatchItem]:
     """`co2 extract-flow --executor ray` (a spec with load_models=False and the flow stream): the local batch's
     files, byte for byte. With backend auto, a finished output made by either backend counts as done: each worker
-    picks its own (torch on a GPU node, OpenCV on a CPU one) and records it in the output's recipe."""
+    picks its own (torch on a GPU node, fused on a CPU one) and records it in the output's recipe."""
     from co2cli.flowfiles import FlowJob
 
     backend = None if pool.spec.flow_backend == "auto" else pool.spec.flow_backend

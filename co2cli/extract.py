@@ -20,7 +20,7 @@ import numpy as np
 
 from co2cli.batch import BatchItem
 from co2cli.errors import Co2Error
-from co2cli.features import STREAM_DIM
+from co2cli.features import STREAM_DIM, AnyOf
 from co2cli.runner import Compute, Computed, Message, WholeResultWriter
 from co2cli.timebase import FPS, SNIPPET_FRAMES
 
@@ -59,16 +59,18 @@ class Extracted:
     recipe: dict
 
 
-def snippet_features(model: InceptionI3d, frames: np.ndarray, batch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def snippet_features(model: InceptionI3d, frames: np.ndarray, batch_size: int = 4,
+                     precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """I3D features (T, 1024) and Kinetics logits (T, 400) of T = n // 16 whole snippets.
 
     frames: (n, H, W, C) float32 in [-1, 1] (RGB from `video.rgb_to_float`, or flow fields), n a multiple of 16.
+    precision: fp32 or bf16 (see `i3d.PRECISIONS`).
     """
     from co2cli import i3d
 
     n = len(frames) // SNIPPET_FRAMES
     snippets = frames[: n * SNIPPET_FRAMES].reshape(n, SNIPPET_FRAMES, *frames.shape[1:])
-    return i3d.run_snippets(model, snippets, batch_size)
+    return i3d.run_snippets(model, snippets, batch_size, precision=precision)
 
 
 def prefetch(items: Iterable, depth: int = PREFETCH_CHUNKS) -> Iterator:
@@ -142,35 +144,53 @@ def installed_sha256(streams: Sequence[str]) -> dict[str, str | None]:
 
 
 def feature_identity(streams: Sequence[str], weights_sha256: Mapping[str, str | None], flow_region: str,
-                     flow_backend: str | None = None) -> dict:
+                     flow_backend: str | None = None, precision: str = "fp32") -> dict:
     """The recipe keys that make two feature files comparable (a written file with other values is redone).
-    `weights_sha256`: weight name -> SHA-256 of the I3D weights used. `flow_backend` None accepts either backend
-    (Ray workers resolve `auto` on their own devices)."""
+    `weights_sha256`: weight name -> SHA-256 of the I3D weights used. `flow_backend` None accepts any backend
+    (Ray workers resolve `auto` on their own devices); a named one also accepts the backends bit-identical to it
+    (`flow.equivalent_backends`). `precision`: the I3D precision (`precision_identity`)."""
+    from co2cli.flow import equivalent_backends
+
     streams = parse_streams(streams)
     flow: dict | None = None
     if "flow" in streams:
-        flow = {"region": flow_region} | ({"backend": flow_backend} if flow_backend is not None else {})
+        flow = {"region": flow_region}
+        if flow_backend is not None:
+            flow["backend"] = AnyOf(equivalent_backends(flow_backend))
     return {"streams": list(streams), "recipe_version": RECIPE_VERSION, "flow": flow,
-            "weights_sha256": dict(weights_sha256)}
+            "weights_sha256": dict(weights_sha256), "precision": precision_identity(precision)}
+
+
+def precision_identity(precision: str) -> str | AnyOf:
+    """The identity value of an I3D precision: fp32 also matches files written before precision was recorded
+    (they were all fp32); bf16 matches only bf16, so a cache never serves one precision's features for another."""
+    return AnyOf(("fp32", None)) if precision == "fp32" else precision
 
 
 class FeatureExtractor:
     """Features of whole videos with the installed I3D weights (or given state dicts) for `streams`.
 
-    Flow: `flow_backend` auto|opencv|torch (auto = torch on CUDA, OpenCV on CPU), `flow_region` frame (the
+    Flow: `flow_backend` auto|opencv|fused|torch (auto = torch on CUDA, fused on CPU), `flow_region` frame (the
     Kinetics recipe: TV-L1 on the whole 256-short-side frame, then the centre crop) or crop (TV-L1 on the 224
-    crop), `flow_workers` OpenCV processes (default: every CPU the process may use).
+    crop), `flow_workers` processes, one pair each (default: every CPU the process may use).
+
+    I3D: `precision` fp32 (the reference) or bf16 (autocast; recorded in the recipe, never mixed with fp32 in a
+    cache); `i3d_threads` torch CPU threads while extracting (default: torch's threads, less the flow workers
+    when flow runs on the CPU, at least 1, so cores are not oversubscribed). float32 features
+    depend on the thread count in their last bits (oneDNN's sum order), well within the fixture's tolerance.
     """
 
     def __init__(self, streams: Sequence[str] = STREAMS, device: str | torch.device = "auto", batch_size: int = 4,
                  chunk_snippets: int = 8, flow_workers: int | None = None, max_side_px: int | None = None,
                  state_dicts: Mapping[str, Mapping[str, torch.Tensor]] | None = None, flow_backend: str = "auto",
                  flow_region: str = "frame", overlap: bool = True, load_models: bool = True,
-                 provenance: Mapping[str, WeightRecord] | None = None) -> None:
+                 provenance: Mapping[str, WeightRecord] | None = None, precision: str = "fp32",
+                 i3d_threads: int | None = None) -> None:
         """`state_dicts` (stream -> I3D state dict) replace reading the weight files; `provenance` (weight name ->
         WeightRecord) replaces looking them up in the local store (a Ray worker's node may have none)."""
         from co2cli import checkpoints, flow
         from co2cli.devices import pick_device
+        from co2cli.i3d import PRECISIONS
 
         self.streams = parse_streams(streams)
         self.device = pick_device(str(device))
@@ -180,10 +200,14 @@ class FeatureExtractor:
         if flow_region not in flow.REGIONS:
             raise Co2Error(f"unknown flow region {flow_region!r}: use frame or crop")
         if flow_backend not in flow.BACKENDS:
-            raise Co2Error(f"unknown flow backend {flow_backend!r}: use auto, opencv or torch")
+            raise Co2Error(f"unknown flow backend {flow_backend!r}: use {', '.join(flow.BACKENDS)}")
         self.flow_region = flow_region
         self.flow_backend = flow.resolve_backend(flow_backend, self.device.type)
+        if precision not in PRECISIONS:
+            raise Co2Error(f"unknown precision {precision!r}: use {' or '.join(PRECISIONS)}")
+        self.precision = precision
         self.overlap = overlap
+        self.i3d_threads = max(1, int(i3d_threads)) if i3d_threads else self._default_i3d_threads()
         self.max_side_px = max_side_px
         self.models: dict[str, InceptionI3d] = {}
         self.weights_sha256: dict[str, str | None] = {}
@@ -198,9 +222,20 @@ class FeatureExtractor:
             self.weights_sha256[name] = record.sha256
             self.weights_family[name] = record.family
 
+    def _default_i3d_threads(self) -> int:
+        """torch's CPU threads (every usable CPU, or what OMP_NUM_THREADS / a Ray worker's reservation set), less
+        the flow workers beside I3D on the CPU (at least 1). Not tied to `overlap`: oneDNN's float32 sums depend
+        on the thread count, and overlapped features must equal sequential ones bit for bit."""
+        import torch
+
+        cpus = torch.get_num_threads()
+        flow_on_cpu = "flow" in self.streams and self.flow_backend != "torch"
+        return max(1, cpus - self.flow_workers) if flow_on_cpu else cpus
+
     def identity(self) -> dict:
         """The recipe keys that make features comparable: a written file with other values is redone."""
-        return feature_identity(self.streams, self.weights_sha256, self.flow_region, self.flow_backend)
+        return feature_identity(self.streams, self.weights_sha256, self.flow_region, self.flow_backend,
+                                self.precision)
 
     def recipe(self) -> dict:
         """What every feature file made by this extractor shares (the per-video facts are added later)."""
@@ -216,6 +251,7 @@ class FeatureExtractor:
             "feature": "I3D Mixed_5c averaged over time, height and width (1024 per stream)",
             "resize": video.RECIPE["resize"], "crop": video.RECIPE["crop"], "video": video.RECIPE,
             "flow": flow.recipe(self.flow_backend, self.flow_region) if "flow" in self.streams else None,
+            "precision": self.precision,
             "weights_sha256": self.weights_sha256,
             "weights": {name: {"sha256": sha, "family": self.weights_family.get(name, "")}
                         for name, sha in self.weights_sha256.items()},
@@ -223,7 +259,8 @@ class FeatureExtractor:
 
     def extract(self, path: str | Path, progress: Progress | None = None) -> Extracted:
         """Features of one video; `progress(frames_done, frames_total_estimate)` is called after each chunk."""
-        from co2cli import flow, video
+        from co2cli import video
+        from co2cli.i3d import torch_threads
 
         reader = video.VideoReader(path, max_side_px=self.max_side_px)
         estimate = reader.info.frames_25fps_estimate
@@ -232,20 +269,8 @@ class FeatureExtractor:
         pairs = self.flow_fields(chunks) if with_flow else ((chunk, None) for chunk in chunks)
         if self.overlap:
             pairs = prefetch(pairs)
-        parts: dict[str, list[np.ndarray]] = {s: [] for s in self.streams}
-        first_time: float | None = None
-        done = 0
-        for frames, fields in pairs:
-            if first_time is None and len(frames):
-                first_time = float(frames.grid_times_s[0])
-            if "rgb" in self.streams:
-                parts["rgb"].append(snippet_features(self.models["rgb"], video.rgb_to_float(frames.rgb),
-                                                     self.batch_size)[0])
-            if "flow" in self.streams:
-                parts["flow"].append(snippet_features(self.models["flow"], fields, self.batch_size)[0])
-            done += len(frames)
-            if progress:
-                progress(done, estimate)
+        with torch_threads(self.i3d_threads):
+            parts, first_time = self._stream_features(pairs, lambda done: progress and progress(done, estimate))
         if not parts[self.streams[0]]:
             raise Co2Error(f"{path}: no frames could be decoded")
         features = np.concatenate([np.concatenate(parts[s]) for s in self.streams], axis=1).astype(np.float32)
@@ -260,6 +285,25 @@ class FeatureExtractor:
             "start_s": first_time or 0.0,
         }
         return Extracted(features, recipe)
+
+    def _stream_features(self, pairs: Iterable[tuple], frames_done: Callable[[int], object],
+                         ) -> tuple[dict[str, list[np.ndarray]], float | None]:
+        """I3D features of each (frames, flow fields) chunk per stream, and the first frame's time (s)."""
+        from co2cli import video
+
+        parts: dict[str, list[np.ndarray]] = {s: [] for s in self.streams}
+        first_time: float | None = None
+        done = 0
+        for frames, fields in pairs:
+            if first_time is None and len(frames):
+                first_time = float(frames.grid_times_s[0])
+            inputs = {"rgb": lambda: video.rgb_to_float(frames.rgb), "flow": lambda: fields}  # noqa: B023
+            for stream in self.streams:
+                parts[stream].append(snippet_features(self.models[stream], inputs[stream](), self.batch_size,
+                                                      self.precision)[0])
+            done += len(frames)
+            frames_done(done)
+        return parts, first_time
 
     def flow_fields(self, chunks: Iterable) -> Iterator[tuple]:
         """(chunk, (n, 224, 224, 2) flow in [-1, 1]) for each `video.Frames` chunk, in this extractor's region."""
@@ -331,6 +375,7 @@ class FeatureJob:
 
     @classmethod
     def installed(cls, out_dir: Path, streams: Sequence[str], flow_region: str,
-                  flow_backend: str | None = None) -> FeatureJob:
+                  flow_backend: str | None = None, precision: str = "fp32") -> FeatureJob:
         """A job whose identity is that of the installed weights (no network is loaded on the driver)."""
-        return cls(out_dir, feature_identity(streams, installed_sha256(streams), flow_region, flow_backend))
+        return cls(out_dir, feature_identity(streams, installed_sha256(streams), flow_region, flow_backend,
+                                             precision))

@@ -3,8 +3,9 @@
 * Input: grayscale uint8 0..255 frames, (N, H, W): the whole frame resized to short side 256 (region 'frame',
   DeepMind's Kinetics recipe; the field is then cropped like RGB) or the 224 x 224 centre crop (region 'crop').
 * Method: OpenCV's `cv2.optflow.DualTVL1OpticalFlow_create()` with its default parameters (backend 'opencv'),
-  or its re-implementation in batched PyTorch, `tvl1.py` (backend 'torch', CPU or CUDA, equal within 0.05 px
-  mean end-point error).
+  its fused single-core numba re-implementation, `tvl1_cpu.py` (backend 'fused', the CPU default: bit-identical
+  to OpenCV where `exact_with_opencv()`, ~10x+ faster per core), or its batched PyTorch re-implementation,
+  `tvl1.py` (backend 'torch', CPU or CUDA, equal within 0.05 px mean end-point error).
 * Output: float32 (N, H, W, 2), channel 0 = horizontal (+ right), channel 1 = vertical (+ down), in pixels
   clipped to [-20, 20] and divided by 20, so in [-1, 1] (the Kinetics I3D flow recipe).
 * N frames give exactly N fields: flow[i] = TV-L1(frame i -> frame i + 1) for i < N - 1, and the last field
@@ -12,7 +13,7 @@
   N = 1 gives one zero field.
 * Streaming: `FlowStream` carries the last frame and field across chunks, so chunked results equal the
   one-shot result exactly (TV-L1 is deterministic and keeps no state between calls).
-* `workers > 1` runs pairs in that many processes with one OpenCV thread each: on a 2-core machine two
+* `workers > 1` runs pairs in that many processes (one pair each) with one OpenCV thread each: on a 2-core machine two
   processes beat `cv2.setNumThreads(2)` (docs/pipeline.md). Results are identical either way. The default is
   every CPU this process may use (`default_workers`).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import platform
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -30,10 +32,12 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
+from co2cli.tvl1_params import TVL1Params
+
 FLOW_BOUND_PX = 20.0
 """Flow is clipped to +-20 px and divided by 20."""
 
-BACKENDS = ("auto", "opencv", "torch")
+BACKENDS = ("auto", "opencv", "torch", "fused")
 REGIONS = ("frame", "crop")
 DEFAULT_REGION = "frame"
 """DeepMind's Kinetics recipe: TV-L1 on the whole resized frame, then the same centre crop as RGB."""
@@ -54,18 +58,44 @@ def default_workers() -> int:
 
 
 def resolve_backend(backend: str, device_type: str) -> str:
-    """'auto' -> 'torch' on CUDA, 'opencv' on CPU (OpenCV's C++ is faster than torch there: bench/bench_flow.py)."""
+    """'auto' -> 'torch' on CUDA, 'fused' on CPU (the fastest there: bench/bench_flow.py)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown flow backend {backend!r}: use {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "torch" if device_type == "cuda" else "opencv"
+        return "torch" if device_type == "cuda" else "fused"
     return backend
+
+
+_CV_CPU_FMA3 = 12
+"""cv::CPU_FMA3 (cv2 exposes checkHardwareSupport but not the enum)."""
+
+
+def exact_with_opencv() -> bool:
+    """Whether the 'fused' backend is bit-identical to this cv2 here: the build and CPU it was verified on
+    (x86-64, cv2 5.x with IPP on, FMA3). Elsewhere it is held to the 0.05 px mean end-point error bar."""
+    return (platform.machine().lower() in {"x86_64", "amd64"} and cv2.__version__.split(".")[0] == "5"
+            and cv2.ipp.useIPP() and cv2.checkHardwareSupport(_CV_CPU_FMA3))
+
+
+def equivalent_backends(backend: str) -> tuple[str, ...]:
+    """Resolved backends whose flow equals `backend`'s bit for bit here: finished outputs made by any of them
+    are as good as its own (a cache made with 'opencv' stays valid for 'fused' and back)."""
+    exact = ("opencv", "fused")
+    return exact if backend in exact and exact_with_opencv() else (backend,)
+
+
+def fused_params() -> TVL1Params:
+    """OpenCV's defaults, with the linear resize this cv2 uses (IPP's where it is on)."""
+    return TVL1Params(resize_backend="ipp" if cv2.ipp.useIPP() else "generic")
 
 
 def recipe(backend: str = "opencv", region: str = "crop") -> dict:
     """How flow was made, for the feature file's recipe (`backend` resolved, not 'auto')."""
-    impl = (f"OpenCV {cv2.__version__} cv2.optflow.DualTVL1OpticalFlow_create() defaults" if backend == "opencv"
-            else "co2cli.tvl1 (PyTorch re-implementation of OpenCV's CPU TV-L1, default parameters)")
+    exact = "bit-identical to it here" if exact_with_opencv() else "not bit-exact here"
+    impl = {"opencv": f"OpenCV {cv2.__version__} cv2.optflow.DualTVL1OpticalFlow_create() defaults",
+            "fused": f"co2cli.tvl1_cpu (fused numba re-implementation of OpenCV {cv2.__version__}'s CPU TV-L1, "
+                     f"default parameters; {exact})",
+            }.get(backend, "co2cli.tvl1 (PyTorch re-implementation of OpenCV's CPU TV-L1, default parameters)")
     return {"method": "TV-L1", "implementation": impl, "backend": backend, "region": region,
             "input": _REGION_INPUT[region], "bound_px": FLOW_BOUND_PX,
             "scaling": "clip to [-20, 20] px, divide by 20 -> [-1, 1]; channels (dx, dy)",
@@ -92,19 +122,33 @@ def _check_gray(frames: np.ndarray) -> None:
         raise ValueError(f"expected grayscale uint8 frames (N, H, W), got {frames.dtype} {frames.shape}")
 
 
-# One TV-L1 object per process: creating it is cheap but reuse avoids reallocating its pyramids.
-_worker_tvl1: cv2.optflow.DualTVL1OpticalFlow | None = None
+PairFlow = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(prev, nxt) grey uint8 (H, W) -> flow (H, W, 2) float32 in pixels."""
 
 
-def _init_worker() -> None:
-    global _worker_tvl1
+def pair_flow(backend: str) -> PairFlow:
+    """One-pair, one-thread TV-L1 of a CPU backend ('opencv' or 'fused'; the fused kernels load on first use)."""
+    if backend == "fused":
+        from co2cli.tvl1_cpu import tvl1_flow_fused
+
+        params = fused_params()
+        return lambda prev, nxt: tvl1_flow_fused(prev, nxt, params)  # type: ignore[return-value]
+    tvl1 = create_tvl1()  # one object: reuse avoids reallocating its pyramids
+    return lambda prev, nxt: tvl1.calc(prev, nxt, None)
+
+
+_worker_flow: PairFlow | None = None
+
+
+def _init_worker(backend: str) -> None:
+    global _worker_flow
     cv2.setNumThreads(1)  # processes give the parallelism; threads inside would oversubscribe the cores
-    _worker_tvl1 = create_tvl1()
+    _worker_flow = pair_flow(backend)
 
 
 def _worker_pair(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-    assert _worker_tvl1 is not None
-    return scale_flow(_worker_tvl1.calc(prev, nxt, None))
+    assert _worker_flow is not None
+    return scale_flow(_worker_flow(prev, nxt))
 
 
 class FlowStream:
@@ -121,7 +165,7 @@ class FlowStream:
         self.backend = resolve_backend(backend, "cuda" if str(device).startswith("cuda") else "cpu")
         self.device = device
         self.torch_batch = torch_batch
-        self._tvl1 = create_tvl1() if workers == 1 and self.backend == "opencv" else None
+        self._flow = pair_flow(self.backend) if workers == 1 and self.backend != "torch" else None
         self._pool: Executor | None = None
         self._last_frame: np.ndarray | None = None
         self._last_field: np.ndarray | None = None
@@ -135,12 +179,12 @@ class FlowStream:
 
             flows = tvl1_flow_numpy(np.stack(prevs), np.stack(nexts), device=self.device, batch_size=self.torch_batch)
             return [scale_flow(f) for f in flows]
-        if self._tvl1 is not None:
-            return [scale_flow(self._tvl1.calc(a, b, None)) for a, b in zip(prevs, nexts)]
+        if self._flow is not None:
+            return [scale_flow(self._flow(a, b)) for a, b in zip(prevs, nexts)]
         if self._pool is None:
             # spawn, not fork: the parent may hold torch/OpenMP threads that a forked child would inherit broken.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker)
+                                             initializer=_init_worker, initargs=(self.backend,))
         return list(self._pool.map(_worker_pair, prevs, nexts))
 
     def push(self, gray: np.ndarray) -> np.ndarray:

@@ -83,7 +83,10 @@ def outputs(out_dir: Path, name: str, fmt: str) -> list[Path]:
 
 def is_done(out_dir: Path, name: str, fmt: str, region: str, backend: str | None) -> bool:
     """Whether `name`'s flow is complete in `out_dir` with this region and backend (None: any backend, as
-    `--executor ray` with `--backend auto` accepts what each worker picked on its own device)."""
+    `--executor ray` with `--backend auto` accepts what each worker picked on its own device). Output of a
+    backend that is bit-identical to `backend` here (`flow.equivalent_backends`) counts as done."""
+    from co2cli.flow import equivalent_backends
+
     marker = (out_dir / f"{name}.flow.json") if fmt == "npy" else (out_dir / name / "flow.json")
     if not marker.is_file() or (fmt == "npy" and not (out_dir / f"{name}.flow.npy").is_file()):
         return False
@@ -93,7 +96,7 @@ def is_done(out_dir: Path, name: str, fmt: str, region: str, backend: str | None
         return False
     flow = written.get("flow") if isinstance(written, dict) else None
     return (isinstance(flow, dict) and flow.get("region") == region
-            and (backend is None or flow.get("backend") == backend))
+            and (backend is None or flow.get("backend") in equivalent_backends(backend)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
 import torch
@@ -241,19 +241,52 @@ def _batches(snippets: np.ndarray | torch.Tensor, batch_size: int) -> Iterator[t
         yield torch.as_tensor(snippets[start:start + batch_size])
 
 
+PRECISIONS = ("fp32", "bf16")
+"""fp32: the reference arithmetic (the fixtures' tolerance). bf16: torch.autocast's bfloat16 convolutions (CPUs with
+AVX512-BF16/AMX, CUDA): faster, features within ~1e-2 of fp32 in cosine, never bit-equal to it."""
+
+
+def check_precision(precision: str) -> str:
+    """`precision` if it is one of PRECISIONS, else ValueError naming the choices."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use {' or '.join(PRECISIONS)}")
+    return precision
+
+
+def _arithmetic(device: torch.device, precision: str) -> AbstractContextManager:
+    """Exact float32 for fp32; bfloat16 autocast (on the model's device type) for bf16."""
+    if check_precision(precision) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return exact_float32()
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to `threads` inside the block (None: unchanged), restored afterwards."""
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(saved)
+
+
 @torch.inference_mode()
 def run_snippets(model: InceptionI3d, snippets: np.ndarray | torch.Tensor, batch_size: int = 4,
-                 channels_last_input: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Features (N, 1024) and logits (N, classes), float32 on the CPU, for N snippets (full float32 on CUDA).
+                 channels_last_input: bool = True, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, 1024) and logits (N, classes), float32 on the CPU, for N snippets.
 
     snippets: (N, T, H, W, C) in [-1, 1] when `channels_last_input` (the layout video.py / flow.py produce),
-    else (N, C, T, H, W). Converted to float32 one batch at a time to bound memory.
+    else (N, C, T, H, W). Converted to float32 one batch at a time to bound memory. `precision`: fp32 (full
+    float32, also on CUDA) or bf16 (autocast; outputs still returned as float32).
     """
     model.eval()
     device = next(model.parameters()).device
     memory_format = torch.channels_last_3d if uses_channels_last(model) else torch.contiguous_format
     feats, logits = [], []
-    with exact_float32():
+    with _arithmetic(device, precision):
         for batch in _batches(snippets, max(1, batch_size)):
             x = batch.to(device=device, dtype=torch.float32, non_blocking=True)
             if channels_last_input:

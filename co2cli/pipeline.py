@@ -75,9 +75,10 @@ class FeatureSource:
     def __init__(self, streams: Sequence[str], device: torch.device, batch_size: int = 4,
                  cache_dir: Path | None = None, use_cache: bool = True, max_side_px: int | None = None,
                  flow_backend: str = "auto", flow_region: str = "frame", flow_workers: int | None = None,
-                 state_dicts: Mapping[str, Mapping] | None = None) -> None:
+                 state_dicts: Mapping[str, Mapping] | None = None, precision: str = "fp32") -> None:
         self.streams = tuple(streams)
         self.device = device
+        self.precision = precision
         self.batch_size = batch_size
         self.cache_dir = cache_dir
         self.use_cache = use_cache
@@ -94,7 +95,7 @@ class FeatureSource:
             self._extractor = FeatureExtractor(self.streams, self.device, self.batch_size,
                                                max_side_px=self.max_side_px, state_dicts=self.state_dicts,
                                                flow_backend=self.flow_backend, flow_region=self.flow_region,
-                                               flow_workers=self.flow_workers)
+                                               flow_workers=self.flow_workers, precision=self.precision)
         return self._extractor
 
     def weights_sha256(self) -> dict[str, str | None]:
@@ -107,15 +108,17 @@ class FeatureSource:
         from co2cli.flow import resolve_backend
 
         backend = None if any_backend else resolve_backend(self.flow_backend, self.device.type)
-        return feature_identity(self.streams, self.weights_sha256(), self.flow_region, backend)
+        return feature_identity(self.streams, self.weights_sha256(), self.flow_region, backend, self.precision)
 
     def cache_folder(self, video: Path) -> Path:
-        """`<home>/features/<key>/`, key = hash of the video's absolute path, size and modification time."""
+        """`<home>/features/<key>/`, key = hash of the video's absolute path, size and modification time, with a
+        `-bf16` suffix at that precision (so both precisions stay cached; the recipe identity keeps them apart too)."""
         from co2cli import weights
 
         stat = video.stat()
         key = hashlib.sha256(f"{video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
-        return (self.cache_dir or weights.home() / "features") / key
+        suffix = "" if self.precision == "fp32" else f"-{self.precision}"
+        return (self.cache_dir or weights.home() / "features") / f"{key}{suffix}"
 
     def cached(self, video: Path, name: str | None = None, any_backend: bool = False) -> FeatureFile | None:
         """The video's features from the cache, or None (not cached, or made by another recipe)."""
@@ -316,7 +319,7 @@ def default_classes(checkpoint: str | None = None) -> str:
 def load_model(classes: str | None = None, checkpoint: str | None = None, device: str = "auto",
                batch_size: int = 4, cache_dir: str | Path | None = None, use_cache: bool = True,
                max_side_px: int | None = None, flow_backend: str = "auto", flow_region: str = "frame",
-               flow_workers: int | None = None) -> Localizer:
+               flow_workers: int | None = None, precision: str = "fp32") -> Localizer:
     """A localizer for `classes`: 'thumos' / 'activitynet' (CO2-Net with the given or installed checkpoint) or
     'kinetics' (zero-shot RGB I3D). None picks 'thumos' when CO2-Net weights are installed, else 'kinetics'."""
     from co2cli import checkpoints, weights
@@ -326,7 +329,7 @@ def load_model(classes: str | None = None, checkpoint: str | None = None, device
     classes = classes or default_classes(checkpoint)
     source = {"batch_size": batch_size, "cache_dir": Path(cache_dir) if cache_dir else None,
               "use_cache": use_cache, "max_side_px": max_side_px, "flow_backend": flow_backend,
-              "flow_region": flow_region, "flow_workers": flow_workers}
+              "flow_region": flow_region, "flow_workers": flow_workers, "precision": precision}
     if classes == "kinetics":
         if checkpoint is not None:
             raise Co2Error("a CO2-Net checkpoint was given, but the Kinetics localizer uses none: choose the thumos "

@@ -85,8 +85,11 @@ def test_crop_region_opencv_features_equal_the_sequential_path(clip: Path, home:
                                  chunk_snippets=1)
     got = extractor.extract(clip)
     frames = video.read_video(clip)
-    rgb, _ = snippet_features(extractor.models["rgb"], video.rgb_to_float(frames.rgb))
-    fl, _ = snippet_features(extractor.models["flow"], opencv_fields(frames.gray))
+    # I3D at the extractor's thread count (the CPUs the flow workers leave): oneDNN's float32 sums depend on it.
+    assert extractor.i3d_threads == max(1, torch.get_num_threads() - 2)
+    with i3d.torch_threads(extractor.i3d_threads):
+        rgb, _ = snippet_features(extractor.models["rgb"], video.rgb_to_float(frames.rgb))
+        fl, _ = snippet_features(extractor.models["flow"], opencv_fields(frames.gray))
     np.testing.assert_array_equal(got.features, np.concatenate([rgb, fl], axis=1))
     assert got.recipe["flow"]["region"] == "crop" and got.recipe["flow"]["backend"] == "opencv"
     assert got.recipe["recipe_version"] == 2
@@ -122,7 +125,7 @@ def test_default_flow_workers_is_every_usable_cpu() -> None:
     assert flow.default_workers() == len(os.sched_getaffinity(0))
     extractor = FeatureExtractor(("flow",), "cpu", load_models=False)
     assert extractor.flow_workers == len(os.sched_getaffinity(0))
-    assert extractor.flow_backend == "opencv" and extractor.flow_region == "frame"  # auto on CPU; the recipe
+    assert extractor.flow_backend == "fused" and extractor.flow_region == "frame"  # auto on CPU; the recipe
 
 
 def test_extract_flow_npy_jpg_resume_and_isolation(clip: Path, tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from co2cli.cli.app import HELP_OPTIONS, app
 from co2cli.cli.batches import finish_batch, open_pool, print_output_path, run_jobs
 from co2cli.cli.options import (CpusPerWorkerOpt, Device, DeviceOpt, Executor, ExecutorOpt, FlowBackend,
                                 FlowBackendAlias, FlowBackendOpt, FlowRegion, FlowRegionAlias, FlowRegionOpt,
-                                FlowWorkersOpt, FromFileOpt, MaxSideOpt, OverwriteOpt, QuietOpt, RayAddressOpt,
-                                VideoInputs, WorkersOpt, cluster_options, with_alias)
+                                FlowWorkersOpt, FromFileOpt, MaxSideOpt, OverwriteOpt, Precision, PrecisionOpt,
+                                QuietOpt, RayAddressOpt, VideoInputs, WorkersOpt, cluster_options, with_alias)
 from co2cli.errors import Co2Error, UsageError
 from co2cli.inputs import NO_VIDEOS, prepare_inputs
 
@@ -53,6 +53,7 @@ def extract_features(
     flow_backend: FlowBackendOpt = FlowBackend.auto,
     flow_region: FlowRegionOpt = FlowRegion.frame,
     flow_workers: FlowWorkersOpt = None,
+    precision: PrecisionOpt = Precision.fp32,
     max_side: MaxSideOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -78,16 +79,17 @@ def extract_features(
     if cluster is None:  # built before the batch: the identity of its outputs, and any weight error first
         extractor = FeatureExtractor(chosen, device.value, batch_size, flow_workers=flow_workers,
                                      max_side_px=max_side, flow_backend=flow_backend.value,
-                                     flow_region=flow_region.value)
+                                     flow_region=flow_region.value, precision=precision.value)
     # On Ray, `auto` lets each worker pick its flow backend, so an output made by either counts as done.
     job = (FeatureJob(output, extractor.identity()) if extractor is not None
-           else FeatureJob.installed(output, chosen, flow_region.value))
+           else FeatureJob.installed(output, chosen, flow_region.value, precision=precision.value))
 
     def spec() -> Any:
         from co2cli.distributed import WorkerSpec
 
         return WorkerSpec(chosen, device.value, batch_size, flow_workers=flow_workers or 1, max_side_px=max_side,
-                          flow_backend=flow_backend.value, flow_region=flow_region.value)
+                          flow_backend=flow_backend.value, flow_region=flow_region.value,
+                          precision=precision.value)
 
     pool = open_pool(cluster, lambda: extractor, spec)
     items, wall = run_jobs(named, job, pool, "videos", overwrite, quiet,

@@ -19,7 +19,7 @@ from co2cli.cli.app import HELP_OPTIONS, app, echo_err
 from co2cli.cli.batches import open_pool, run_jobs, summary_line
 from co2cli.cli.options import (CpusPerWorkerOpt, DeviceOpt, Device, Executor, ExecutorOpt, FlowBackend,
                                 FlowBackendOpt, FlowRegion, FlowRegionOpt, FlowWorkersOpt, FromFileOpt, MaxSideOpt,
-                                QuietOpt, RayAddressOpt, WorkersOpt, cluster_options)
+                                Precision, PrecisionOpt, QuietOpt, RayAddressOpt, WorkersOpt, cluster_options)
 from co2cli.errors import Co2Error, UsageError
 from co2cli.inputs import check_writable, prepare_inputs
 from co2cli.version import __version__
@@ -175,7 +175,8 @@ def localize(
     view: ViewOpt = None, top_k: TopKOpt = None, only: OnlyOpt = None, min_score: MinScoreOpt = None,
     plot: PlotOpt = None, html: HtmlOpt = None, device: DeviceOpt = Device.auto, no_cache: NoCacheOpt = False,
     max_side: MaxSideOpt = None, flow_backend: FlowBackendOpt = FlowBackend.auto,
-    flow_region: FlowRegionOpt = FlowRegion.frame, flow_workers: FlowWorkersOpt = None, quiet: QuietOpt = False,
+    flow_region: FlowRegionOpt = FlowRegion.frame, flow_workers: FlowWorkersOpt = None,
+    precision: PrecisionOpt = Precision.fp32, quiet: QuietOpt = False,
     executor: ExecutorOpt = Executor.local, ray_address: RayAddressOpt = None, workers: WorkersOpt = None,
     cpus_per_worker: CpusPerWorkerOpt = None,
 ) -> None:
@@ -195,7 +196,7 @@ def localize(
     started = time.perf_counter()
     localizer = load_model(chosen, checkpoint=checkpoint, device=device.value, use_cache=not no_cache,
                            max_side_px=max_side, flow_backend=flow_backend.value, flow_region=flow_region.value,
-                           flow_workers=flow_workers)
+                           flow_workers=flow_workers, precision=precision.value)
     check_only(outputs.only, localizer)
     echo_err(f"model: {localizer.description}", quiet)
     analyses, run_failures = localize_inputs(localizer, named, min_score, cluster, device.value, quiet)
@@ -226,7 +227,7 @@ def localize_inputs(localizer: Localizer, named: list[tuple[Path, str]], min_sco
 
         return WorkerSpec(streams=source.streams, device=device, batch_size=source.batch_size,
                           max_side_px=source.max_side_px, flow_backend=source.flow_backend,
-                          flow_region=source.flow_region)
+                          flow_region=source.flow_region, precision=source.precision)
 
     pool = open_pool(cluster, source.extractor, spec, source.state_dicts or None)
 

@@ -23,6 +23,7 @@ class Device(str, Enum):
 
 class FlowBackend(str, Enum):
     auto = "auto"
+    fused = "fused"
     opencv = "opencv"
     torch = "torch"
 
@@ -30,6 +31,11 @@ class FlowBackend(str, Enum):
 class FlowRegion(str, Enum):
     frame = "frame"
     crop = "crop"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
 
 
 class Executor(str, Enum):
@@ -43,7 +49,8 @@ class Dataset(str, Enum):
 
 
 VIDEO_INPUTS = "VIDEO|FOLDER|GLOB|-"
-FLOW_BACKEND_HELP = "TV-L1 implementation: auto (torch on CUDA, OpenCV on CPU), opencv, or torch."
+FLOW_BACKEND_HELP = ("TV-L1 implementation: auto (torch on CUDA, fused on CPU), fused (numba, equal to OpenCV bit "
+                     "for bit on x86-64), opencv, or torch.")
 FLOW_REGION_HELP = ("frame: TV-L1 on the whole 256-short-side frame, then the centre crop (the Kinetics recipe); "
                     "crop: TV-L1 on the 224 crop (co2cli 0.1).")
 FLOW_WORKERS_HELP = "Processes computing OpenCV TV-L1 (default: every CPU this process may use)."
@@ -63,6 +70,9 @@ FlowBackendOpt = Annotated[FlowBackend, typer.Option("--flow-backend", help=FLOW
 FlowRegionOpt = Annotated[FlowRegion, typer.Option("--flow-region", help=FLOW_REGION_HELP)]
 FlowWorkersOpt = Annotated[Optional[int], typer.Option(
     "--flow-workers", metavar="N", min=1, help=FLOW_WORKERS_HELP)]
+PrecisionOpt = Annotated[Precision, typer.Option(
+    "--precision", help="I3D arithmetic: fp32 (the reference) or bf16 (faster on CPUs with AVX512-BF16/AMX and on "
+                        "CUDA; features differ slightly from fp32 and are cached apart).")]
 FlowBackendAlias = Annotated[Optional[FlowBackend], typer.Option("--backend", hidden=True,
                                                                  help="Old spelling of --flow-backend.")]
 FlowRegionAlias = Annotated[Optional[FlowRegion], typer.Option("--region", hidden=True,

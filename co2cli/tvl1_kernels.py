@@ -1,0 +1,563 @@
+# ruff: noqa: ANN001, ANN201, ANN202, PLR0913  (numba kernels: types come from the call, not annotations)
+"""numba kernels of the fused CPU TV-L1 (`tvl1_cpu.py`). Each compiles on its first call (or loads from numba's
+on-disk cache, `cache=True`); only `tvl1_cpu` imports this module, and only when a pair is computed.
+
+Every kernel does OpenCV's float32 arithmetic in OpenCV's order with one rounding per operation: numba does not
+contract a*b + c unless asked (no fastmath), and `fma32` is the one explicit fused multiply-add, used only where
+OpenCV/IPP use one (the cubic remap and IPP's linear resize). Images are (H, W) float32 C-contiguous.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+_F32 = np.float32
+
+
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """float32 a*b + c with one rounding (llvm.fma: the FMA instruction where the CPU has one, else libm)."""
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32]))
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resize (one axis at a time) and the centred gradient
+
+
+@njit(cache=True, error_model="numpy")
+def lerp_cols(src, left, right, frac, ipp, out):
+    """out[:, d] = interpolation between src[:, left[d]] and src[:, right[d]] by frac[d] (float32):
+    IPP = fma(f, b - a, a), else OpenCV's generic a * (1 - f) + b * f."""
+    one = _F32(1.0)
+    for r in range(src.shape[0]):
+        for d in range(out.shape[1]):
+            a = src[r, left[d]]
+            b = src[r, right[d]]
+            f = frac[d]
+            out[r, d] = fma32(f, b - a, a) if ipp else a * (one - f) + b * f
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def lerp_rows(src, top, bottom, frac, ipp, out):
+    """out[d, :] = interpolation between rows src[top[d]] and src[bottom[d]] by frac[d], as `lerp_cols`."""
+    one = _F32(1.0)
+    for d in range(out.shape[0]):
+        f = frac[d]
+        g = one - f
+        ta, tb = top[d], bottom[d]
+        for x in range(out.shape[1]):
+            a = src[ta, x]
+            b = src[tb, x]
+            out[d, x] = fma32(f, b - a, a) if ipp else a * g + b * f
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def centered_gradient(img, dx, dy):
+    """tvl1flow.cpp centeredGradient: 0.5 * central differences, one-sided on the border (intensity per px)."""
+    h, w = img.shape
+    half = _F32(0.5)
+    for r in range(h):
+        ra, rb = (r - 1 if r > 0 else 0), (r + 1 if r < h - 1 else h - 1)
+        dx[r, 0] = (img[r, 1] - img[r, 0]) * half
+        for x in range(1, w - 1):
+            dx[r, x] = (img[r, x + 1] - img[r, x - 1]) * half
+        dx[r, w - 1] = (img[r, w - 1] - img[r, w - 2]) * half
+        for x in range(w):
+            dy[r, x] = (img[rb, x] - img[ra, x]) * half
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cubic remap of I1, I1x, I1y (shared weights) fused with calcGradRho
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _cubic_weights(f):
+    """OpenCV 5.1's float cubic weights (A = -0.75) at fraction f in [0, 1), in its operation order."""
+    one = _F32(1.0)
+    a = _F32(-0.75)
+    xm = one - f
+    c0 = xm * xm * f * a
+    c3 = f * f * xm * a
+    c1 = fma32(f * f, fma32(f, _F32(1.25), _F32(-2.25)), one)
+    c2 = ((one - c0) - c1) - c3
+    return c0, c1, c2, c3
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _floor(v):
+    """floor of a float32 with |v| <= 2^24, as an int (numba's math.floor on float32 calls libm's floorf)."""
+    i = int(v)
+    return i - 1 if _F32(i) > v else i
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _chain(t0, t1, t2, t3, w):
+    """One tap row of the cubic with weights w (4-tuple): t0 * w0, then an FMA per further tap (OpenCV 5.1)."""
+    return fma32(t3, w[3], fma32(t2, w[2], fma32(t1, w[1], t0 * w[0])))
+
+
+REMAP_FRAME = 4
+"""Zero frame (px) around the remapped planes: with the tap origin clamped to [-3, size + 1] every tap is a
+plain load and taps outside the image read 0 (BORDER_CONSTANT), exactly as far-away positions do."""
+
+
+@njit(cache=True, error_model="numpy")
+def warp_data(i0, src, u1, u2, i1wx, i1wy, grad, rho_c):
+    """buildFlowMap + remap(INTER_CUBIC, BORDER_CONSTANT 0) of I1, I1x, I1y at (x + u1, y + u2) + calcGradRho:
+    grad = I1wx^2 + I1wy^2, rho_c = I1w - I1wx * u1 - I1wy * u2 - I0.
+
+    src: (H + 8, W + 8, 4) I1, I1x, I1y (and a 0 plane) interleaved per pixel (the taps of the three planes
+    share cache lines), in a zero frame of REMAP_FRAME px. Positions are clamped to +-2^24 px (NaN ->
+    -2^24) as in OpenCV; each tap row is an FMA chain along x, then one along y (OpenCV 5.1's order).
+    """
+    h, w = i0.shape
+    lim = _F32(2.0**24)
+    fr = REMAP_FRAME
+    for r in range(h):
+        for x in range(w):
+            a1, a2 = u1[r, x], u2[r, x]
+            mx = _F32(x) + a1
+            my = _F32(r) + a2
+            mx = -lim if math.isnan(mx) else min(max(mx, -lim), lim)
+            my = -lim if math.isnan(my) else min(max(my, -lim), lim)
+            ix, iy = _floor(mx), _floor(my)
+            wx = _cubic_weights(mx - _F32(ix))
+            wy0, wy1, wy2, wy3 = _cubic_weights(my - _F32(iy))
+            ix = min(max(ix, -3), w + 1) + fr - 1  # first tap, in framed coordinates
+            iy = min(max(iy, -3), h + 1) + fr - 1
+            v = gx = gy = _F32(0.0)
+            for j in range(4):  # constant trip count: unrolled, the selects folded
+                y = iy + j
+                r0 = _chain(src[y, ix, 0], src[y, ix + 1, 0], src[y, ix + 2, 0], src[y, ix + 3, 0], wx)
+                r1 = _chain(src[y, ix, 1], src[y, ix + 1, 1], src[y, ix + 2, 1], src[y, ix + 3, 1], wx)
+                r2 = _chain(src[y, ix, 2], src[y, ix + 1, 2], src[y, ix + 2, 2], src[y, ix + 3, 2], wx)
+                wy = wy0 if j == 0 else (wy1 if j == 1 else (wy2 if j == 2 else wy3))
+                v = r0 * wy if j == 0 else fma32(r0, wy, v)
+                gx = r1 * wy if j == 0 else fma32(r1, wy, gx)
+                gy = r2 * wy if j == 0 else fma32(r2, wy, gy)
+            i1wx[r, x] = gx
+            i1wy[r, x] = gy
+            grad[r, x] = gx * gx + gy * gy
+            rho_c[r, x] = ((v - gx * a1) - gy * a2) - i0[r, x]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5x5 / 3x3 median (replicated border) with sorted columns shared along the row
+
+
+@njit(cache=True, error_model="numpy")
+def median3_rows(cols, out, r):  # generated by tvl1_cpu.median_source
+    """Row r of the 3x3 median: cols = (3, W + 2) sorted columns of the padded row."""
+    for x in range(out.shape[1]):
+        v0 = cols[0, x + 0]
+        v1 = cols[1, x + 0]
+        v2 = cols[2, x + 0]
+        v3 = cols[0, x + 1]
+        v4 = cols[1, x + 1]
+        v5 = cols[2, x + 1]
+        v6 = cols[0, x + 2]
+        v7 = cols[1, x + 2]
+        v8 = cols[2, x + 2]
+        v9 = v2 if v2 < v3 else v3
+        v10 = v3 if v2 < v3 else v2
+        v11 = v0 if v0 < v9 else v9
+        v12 = v9 if v0 < v9 else v0
+        v13 = v4 if v4 < v6 else v6
+        v14 = v6 if v4 < v6 else v4
+        v15 = v5 if v5 < v7 else v7
+        v16 = v7 if v5 < v7 else v5
+        v17 = v1 if v1 < v12 else v12
+        v18 = v12 if v1 < v12 else v1
+        v19 = v15 if v15 < v14 else v14
+        v20 = v14 if v15 < v14 else v15
+        v21 = v13 if v11 < v13 else v11
+        v22 = v17 if v17 < v19 else v19
+        v23 = v19 if v17 < v19 else v17
+        v24 = v18 if v18 < v20 else v20
+        v25 = v20 if v18 < v20 else v18
+        v26 = v10 if v10 < v16 else v16
+        v27 = v24 if v24 < v21 else v21
+        v28 = v21 if v24 < v21 else v24
+        v29 = v26 if v26 < v23 else v23
+        v30 = v23 if v26 < v23 else v26
+        v31 = v27 if v22 < v27 else v22
+        v32 = v29 if v29 < v28 else v28
+        v33 = v28 if v29 < v28 else v29
+        v34 = v30 if v30 < v25 else v25
+        v35 = v33 if v33 < v8 else v8
+        v36 = v35 if v31 < v35 else v31
+        v37 = v32 if v32 < v34 else v34
+        v38 = v36 if v37 < v36 else v37
+        out[r, x] = v38
+
+
+@njit(cache=True, error_model="numpy")
+def median5_rows(cols, out, r):  # generated by tvl1_cpu.median_source
+    """Row r of the 5x5 median: cols = (5, W + 4) sorted columns of the padded row."""
+    for x in range(out.shape[1]):
+        v0 = cols[0, x + 0]
+        v1 = cols[1, x + 0]
+        v2 = cols[2, x + 0]
+        v3 = cols[3, x + 0]
+        v4 = cols[4, x + 0]
+        v5 = cols[0, x + 1]
+        v6 = cols[1, x + 1]
+        v7 = cols[2, x + 1]
+        v8 = cols[3, x + 1]
+        v9 = cols[4, x + 1]
+        v10 = cols[0, x + 2]
+        v11 = cols[1, x + 2]
+        v12 = cols[2, x + 2]
+        v13 = cols[3, x + 2]
+        v14 = cols[4, x + 2]
+        v15 = cols[0, x + 3]
+        v16 = cols[1, x + 3]
+        v17 = cols[2, x + 3]
+        v18 = cols[3, x + 3]
+        v19 = cols[4, x + 3]
+        v20 = cols[0, x + 4]
+        v21 = cols[1, x + 4]
+        v22 = cols[2, x + 4]
+        v23 = cols[3, x + 4]
+        v24 = cols[4, x + 4]
+        v25 = v4 if v4 < v5 else v5
+        v26 = v5 if v4 < v5 else v4
+        v27 = v14 if v14 < v15 else v15
+        v28 = v15 if v14 < v15 else v14
+        v29 = v26 if v26 < v7 else v7
+        v30 = v7 if v26 < v7 else v26
+        v31 = v8 if v8 < v10 else v10
+        v32 = v10 if v8 < v10 else v8
+        v33 = v9 if v9 < v11 else v11
+        v34 = v11 if v9 < v11 else v9
+        v35 = v12 if v12 < v27 else v27
+        v36 = v27 if v12 < v27 else v12
+        v37 = v29 if v29 < v6 else v6
+        v38 = v6 if v29 < v6 else v29
+        v39 = v33 if v33 < v32 else v32
+        v40 = v32 if v33 < v32 else v33
+        v41 = v13 if v13 < v36 else v36
+        v42 = v36 if v13 < v36 else v13
+        v43 = v0 if v0 < v25 else v25
+        v44 = v25 if v0 < v25 else v0
+        v45 = v1 if v1 < v37 else v37
+        v46 = v37 if v1 < v37 else v1
+        v47 = v2 if v2 < v38 else v38
+        v48 = v38 if v2 < v38 else v2
+        v49 = v31 if v31 < v35 else v35
+        v50 = v35 if v31 < v35 else v31
+        v51 = v40 if v40 < v42 else v42
+        v52 = v42 if v40 < v42 else v40
+        v53 = v34 if v34 < v28 else v28
+        v54 = v28 if v34 < v28 else v34
+        v55 = v16 if v16 < v20 else v20
+        v56 = v20 if v16 < v20 else v16
+        v57 = v17 if v17 < v21 else v21
+        v58 = v21 if v17 < v21 else v17
+        v59 = v18 if v18 < v22 else v22
+        v60 = v22 if v18 < v22 else v18
+        v61 = v19 if v19 < v23 else v23
+        v62 = v23 if v19 < v23 else v19
+        v63 = v47 if v47 < v44 else v44
+        v64 = v44 if v47 < v44 else v47
+        v65 = v3 if v3 < v46 else v46
+        v66 = v46 if v3 < v46 else v3
+        v67 = v51 if v51 < v50 else v50
+        v68 = v50 if v51 < v50 else v51
+        v69 = v53 if v53 < v41 else v41
+        v70 = v41 if v53 < v41 else v53
+        v71 = v59 if v59 < v56 else v56
+        v72 = v56 if v59 < v56 else v59
+        v73 = v61 if v61 < v58 else v58
+        v74 = v58 if v61 < v58 else v61
+        v75 = v45 if v45 < v63 else v63
+        v76 = v63 if v45 < v63 else v45
+        v77 = v65 if v65 < v64 else v64
+        v78 = v64 if v65 < v64 else v65
+        v79 = v66 if v66 < v48 else v48
+        v80 = v48 if v66 < v48 else v66
+        v81 = v39 if v39 < v67 else v67
+        v82 = v67 if v39 < v67 else v39
+        v83 = v69 if v69 < v68 else v68
+        v84 = v68 if v69 < v68 else v69
+        v85 = v70 if v70 < v52 else v52
+        v86 = v52 if v70 < v52 else v70
+        v87 = v57 if v57 < v71 else v71
+        v88 = v71 if v57 < v71 else v57
+        v89 = v73 if v73 < v72 else v72
+        v90 = v72 if v73 < v72 else v73
+        v91 = v74 if v74 < v60 else v60
+        v92 = v60 if v74 < v60 else v74
+        v93 = v43 if v43 < v49 else v49
+        v94 = v49 if v43 < v49 else v43
+        v95 = v75 if v75 < v81 else v81
+        v96 = v81 if v75 < v81 else v75
+        v97 = v76 if v76 < v82 else v82
+        v98 = v82 if v76 < v82 else v76
+        v99 = v77 if v77 < v83 else v83
+        v100 = v83 if v77 < v83 else v77
+        v101 = v78 if v78 < v84 else v84
+        v102 = v84 if v78 < v84 else v78
+        v103 = v79 if v79 < v85 else v85
+        v104 = v85 if v79 < v85 else v79
+        v105 = v80 if v80 < v86 else v86
+        v106 = v86 if v80 < v86 else v80
+        v107 = v30 if v30 < v54 else v54
+        v108 = v101 if v101 < v94 else v94
+        v109 = v94 if v101 < v94 else v101
+        v110 = v103 if v103 < v96 else v96
+        v111 = v96 if v103 < v96 else v103
+        v112 = v105 if v105 < v98 else v98
+        v113 = v98 if v105 < v98 else v105
+        v114 = v107 if v107 < v100 else v100
+        v115 = v100 if v107 < v100 else v107
+        v116 = v90 if v90 < v24 else v24
+        v117 = v24 if v90 < v24 else v90
+        v118 = v97 if v97 < v108 else v108
+        v119 = v108 if v97 < v108 else v97
+        v120 = v99 if v99 < v110 else v110
+        v121 = v110 if v99 < v110 else v99
+        v122 = v112 if v112 < v109 else v109
+        v123 = v109 if v112 < v109 else v112
+        v124 = v114 if v114 < v111 else v111
+        v125 = v111 if v114 < v111 else v114
+        v126 = v113 if v113 < v102 else v102
+        v127 = v102 if v113 < v102 else v113
+        v128 = v115 if v115 < v104 else v104
+        v129 = v104 if v115 < v104 else v115
+        v130 = v88 if v88 < v116 else v116
+        v131 = v116 if v88 < v116 else v88
+        v132 = v89 if v89 < v91 else v91
+        v133 = v91 if v89 < v91 else v89
+        v134 = v92 if v92 < v117 else v117
+        v135 = v117 if v92 < v117 else v92
+        v136 = v95 if v95 < v118 else v118
+        v137 = v118 if v95 < v118 else v95
+        v138 = v120 if v120 < v119 else v119
+        v139 = v119 if v120 < v119 else v120
+        v140 = v121 if v121 < v122 else v122
+        v141 = v122 if v121 < v122 else v121
+        v142 = v124 if v124 < v123 else v123
+        v143 = v123 if v124 < v123 else v124
+        v144 = v125 if v125 < v126 else v126
+        v145 = v126 if v125 < v126 else v125
+        v146 = v128 if v128 < v127 else v127
+        v147 = v127 if v128 < v127 else v128
+        v148 = v129 if v129 < v106 else v106
+        v149 = v133 if v133 < v134 else v134
+        v150 = v134 if v133 < v134 else v133
+        v151 = v62 if v62 < v135 else v135
+        v152 = v135 if v62 < v135 else v62
+        v153 = v55 if v93 < v55 else v93
+        v154 = v87 if v136 < v87 else v136
+        v155 = v130 if v137 < v130 else v137
+        v156 = v132 if v138 < v132 else v138
+        v157 = v131 if v139 < v131 else v139
+        v158 = v149 if v140 < v149 else v140
+        v159 = v141 if v141 < v150 else v150
+        v160 = v142 if v142 < v151 else v151
+        v161 = v143 if v143 < v152 else v152
+        v162 = v153 if v161 < v153 else v161
+        v163 = v154 if v144 < v154 else v144
+        v164 = v145 if v145 < v155 else v155
+        v165 = v146 if v146 < v156 else v156
+        v166 = v147 if v147 < v157 else v157
+        v167 = v148 if v148 < v158 else v158
+        v168 = v164 if v159 < v164 else v159
+        v169 = v165 if v160 < v165 else v160
+        v170 = v166 if v166 < v162 else v162
+        v171 = v167 if v167 < v163 else v163
+        v172 = v170 if v168 < v170 else v168
+        v173 = v169 if v169 < v171 else v171
+        v174 = v172 if v173 < v172 else v173
+        out[r, x] = v174
+
+
+@njit(cache=True, error_model="numpy")
+def median_blur(u, out, network, cols):
+    """cv2.medianBlur(u, k) of float32 u (exact median, replicated border) into `out`, k = len(cols) (3 or 5).
+
+    Per output row the k-tall column at every padded x is sorted once (`network`: comparator rows (i, j), min
+    to i), shared by the k outputs that use it; then the generated `median{k}_rows` selects each median.
+    cols: float32 scratch (k, W + k - 1).
+    """
+    h, w = u.shape
+    k = cols.shape[0]
+    rad = k // 2
+    for r in range(h):
+        for j in range(k):
+            y = min(max(r - rad + j, 0), h - 1)
+            line, src = cols[j], u[y]
+            for xp in range(rad):
+                line[xp] = src[0]
+                line[w + rad + xp] = src[w - 1]
+            for x in range(w):
+                line[x + rad] = src[x]
+        for c in range(network.shape[0]):
+            lo, hi = cols[network[c, 0]], cols[network[c, 1]]
+            for xp in range(w + 2 * rad):
+                a, b = lo[xp], hi[xp]
+                lo[xp] = a if a < b else b
+                hi[xp] = b if a < b else a
+        if k == 5:
+            median5_rows(cols, out, r)
+        else:
+            median3_rows(cols, out, r)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The fused inner iterations of one warp
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _u_pixel(a1, a2, gx, gy, g, rc, d1, d2, l_t, theta):
+    """estimateV (thresholding around the linearised data term) + u = v + theta * div p at one pixel; returns
+    (u1, u2, du1^2 + du2^2). a = u before, g = grad, rc = rho_c, d = div p."""
+    rho = rc + (gx * a1 + gy * a2)
+    ltg = g * l_t
+    fi = -rho / g
+    ltx, lty = gx * l_t, gy * l_t
+    eps = _F32(np.finfo(np.float32).eps)
+    zero = _F32(0.0)
+    s1 = ltx if rho < -ltg else (-ltx if rho > ltg else (fi * gx if g > eps else zero))
+    s2 = lty if rho < -ltg else (-lty if rho > ltg else (fi * gy if g > eps else zero))
+    n1 = (a1 + s1) + d1 * theta
+    n2 = (a2 + s2) + d2 * theta
+    e1, e2 = n1 - a1, n2 - a2
+    return n1, n2, e1 * e1 + e2 * e2
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, rho_c, l_t, theta,
+                    terms, acc64):
+    """Row r: u update with divergence of p (q12/q22 = row r-1 of p12/p22, zeros on row 0; column 0 adds v1 + v2
+    first, as OpenCV); error terms into `terms` and float64 column sums `acc64`."""
+    w = u1.shape[1]
+    n1, n2, t = _u_pixel(u1[r, 0], u2[r, 0], i1wx[r, 0], i1wy[r, 0], grad[r, 0], rho_c[r, 0],
+                         (p11[r, 0] + p12[r, 0]) - q12[0], (p21[r, 0] + p22[r, 0]) - q22[0], l_t, theta)
+    u1[r, 0], u2[r, 0], terms[r, 0] = n1, n2, t
+    acc64[0] += np.float64(t)
+    pr11, pr21 = p11[r, 0], p21[r, 0]
+    for x in range(1, w):
+        c11, c21 = p11[r, x], p21[r, x]
+        d1 = (c11 - pr11) + (p12[r, x] - q12[x])
+        d2 = (c21 - pr21) + (p22[r, x] - q22[x])
+        pr11, pr21 = c11, c21
+        n1, n2, t = _u_pixel(u1[r, x], u2[r, x], i1wx[r, x], i1wy[r, x], grad[r, x], rho_c[r, x], d1, d2, l_t,
+                             theta)
+        u1[r, x], u2[r, x], terms[r, x] = n1, n2, t
+        acc64[x] += np.float64(t)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _dual_pixel(p1, p2, ux, uy, taut):
+    """p = (p + taut * grad u) / (1 + taut * |grad u|), |grad u| = float(sqrt) of float64 exact squares."""
+    g = _F32(math.sqrt(np.float64(ux) * np.float64(ux) + np.float64(uy) * np.float64(uy)))
+    ng = g * taut + _F32(1.0)
+    return (p1 + ux * taut) / ng, (p2 + uy * taut) / ng
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _dual_row(r, u1, u2, p11, p12, p21, p22, taut, zrow):
+    """Row r: forward gradient of u (rows r and r+1 final; 0 on the last column / row) + dual update."""
+    h, w = u1.shape
+    b1 = u1[r + 1] if r < h - 1 else u1[r]
+    b2 = u2[r + 1] if r < h - 1 else u2[r]
+    for x in range(w - 1):
+        a1, a2 = u1[r, x], u2[r, x]
+        u1y, u2y = b1[x] - a1, b2[x] - a2
+        p11[r, x], p12[r, x] = _dual_pixel(p11[r, x], p12[r, x], u1[r, x + 1] - a1, u1y, taut)
+        p21[r, x], p22[r, x] = _dual_pixel(p21[r, x], p22[r, x], u2[r, x + 1] - a2, u2y, taut)
+    x = w - 1
+    zero = zrow[0]
+    p11[r, x], p12[r, x] = _dual_pixel(p11[r, x], p12[r, x], zero, b1[x] - u1[r, x], taut)
+    p21[r, x], p22[r, x] = _dual_pixel(p21[r, x], p22[r, x], zero, b2[x] - u2[r, x], taut)
+
+
+@njit(cache=True, error_model="numpy")
+def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, l_t, theta, taut, terms, acc64, zrow):
+    """One inner iteration in one pass: row r's u update, then row r-1's dual update (its u rows are final and
+    row r no longer needs p of row r-1). Returns the float64 sum of the error terms."""
+    h = u1.shape[0]
+    acc64[:] = 0.0
+    for r in range(h):
+        q12 = p12[r - 1] if r > 0 else zrow
+        q22 = p22[r - 1] if r > 0 else zrow
+        _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, rho_c, l_t, theta, terms, acc64)
+        if r > 0:
+            _dual_row(r - 1, u1, u2, p11, p12, p21, p22, taut, zrow)
+    _dual_row(h - 1, u1, u2, p11, p12, p21, p22, taut, zrow)
+    return acc64.sum()
+
+
+@njit(cache=True, error_model="numpy")
+def serial_sum(terms):
+    """OpenCV's error: a serial float32 sum of the terms, row-major."""
+    acc = _F32(0.0)
+    for v in terms.ravel():
+        acc += v
+    return acc
+
+
+@njit(cache=True, error_model="numpy")
+def stopped(sum64, terms, threshold):
+    """Is OpenCV's serial float32 sum of `terms` <= threshold? Settled by the float64 sum `sum64` unless the
+    threshold lies within the bound on how far any serial float32 sum of these n non-negative terms can be
+    from it (n u / (1 - n u), u = 2^-24, plus subnormal slack); then the serial sum is taken.
+    Returns (stop, whether the serial sum was needed)."""
+    n = terms.size
+    unit = 2.0**-24
+    bound = sum64 * (n * unit / (1.0 - n * unit) * 1.001) + n * 2.0**-149
+    if sum64 - bound > threshold:
+        return False, False
+    if sum64 + bound <= threshold:
+        return True, False
+    return np.float64(serial_sum(terms)) <= threshold, True
+
+
+@njit(cache=True, error_model="numpy")
+def _copy(src, dst):
+    """dst[:] = src for (H, W) arrays (a plain loop: numba's slice assignment is slower)."""
+    for r in range(src.shape[0]):
+        for x in range(src.shape[1]):
+            dst[r, x] = src[r, x]
+
+
+@njit(cache=True, error_model="numpy")
+def run_warp(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts, limits, med, scratch):
+    """The inner iterations of one warp: median of u before iterations 0, inner, 2 inner, ... (when on), one
+    fused sweep per iteration, OpenCV's stopping rule. consts = float32 [l_t, theta, taut]; limits = float64
+    [threshold, max iterations, inner iterations]; med = (sorting network, k), k = 0 for no median.
+    Returns (iterations run, serial sums taken); u1/u2 are updated in place."""
+    terms, tmp, acc64, zrow, cols = scratch
+    network, k = med
+    threshold = limits[0]
+    max_iter, inner = int(limits[1]), int(limits[2])
+    n_serial = 0
+    for n in range(max_iter):
+        if k > 1 and n % inner == 0:
+            median_blur(u1, tmp, network, cols)
+            _copy(tmp, u1)
+            median_blur(u2, tmp, network, cols)
+            _copy(tmp, u2)
+        s = sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts[0], consts[1], consts[2], terms,
+                  acc64, zrow)
+        stop, serial = stopped(s, terms, threshold)
+        n_serial += serial
+        if stop:
+            return n + 1, n_serial
+    return max_iter, n_serial

@@ -1,0 +1,193 @@
+"""co2cli.tvl1_cpu (the 'fused' numba TV-L1 backend) against OpenCV called directly: building blocks, real
+footage at both flow regions (pairs that stop at once, early and late, and one settled by the serial float32
+sum), and the flow backend wiring. Bit-identical on EXACT_BUILD (see tests/test_tvl1.py), else the tolerances.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from co2cli import features, flow, flowfiles, tvl1_cpu, tvl1_params
+from co2cli.extract import FeatureExtractor
+from co2cli.video import read_video
+from tests.shared_paths import SAMPLE_VIDEOS, need
+from tests.test_tvl1 import (CLIPS, CROP_PAIRS, EXACT_BUILD, FRAME_PAIRS, check_close, decoded_frames,
+                             default_backend, ipp, opencv_flow, random_maps)
+
+
+def kernels():  # noqa: ANN201
+    from co2cli import tvl1_kernels
+
+    return tvl1_kernels
+
+
+def test_exact_build_flag_agrees_with_flow() -> None:
+    assert flow.exact_with_opencv() == EXACT_BUILD
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def test_median_blur_matches_opencv_exactly() -> None:
+    rng = np.random.default_rng(2)
+    u = rng.standard_normal((3, 31, 45)).astype(np.float32)
+    u[1] = np.round(u[1] * 2) / 2  # many ties
+    u[2, :, :20] = 0.25  # flat region
+    for k in (3, 5):
+        for i in range(3):
+            np.testing.assert_array_equal(tvl1_cpu.median_blur(u[i], k), cv2.medianBlur(u[i], k))
+
+
+def test_generated_median_code_is_current() -> None:
+    """tvl1_kernels holds a pasted copy of `median_source` (numba caches only functions defined in files)."""
+    text = Path(kernels().__file__).read_text()
+    for k in (3, 5):
+        assert tvl1_cpu.median_source(k) in text
+
+
+@pytest.mark.parametrize("backend", ["ipp", "generic"])
+def test_linear_resize_matches_opencv(backend: tvl1_params.ResizeBackend) -> None:
+    if backend == "ipp" and not cv2.ipp.useIPP():
+        pytest.skip("this cv2 has no IPP")
+    rng = np.random.default_rng(1)
+    with ipp(backend == "ipp"):
+        for h, w in [(224, 224), (256, 341), (57, 203)]:
+            img = (rng.standard_normal((h, w)) * 3).astype(np.float32)
+            down = tvl1_cpu.resize(img, scale=0.8, backend=backend)
+            check_close(down, cv2.resize(img, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_LINEAR), atol=1e-4)
+            for dh, dw in [(round(h / 0.8), round(w / 0.8)), (h + 7, w - 9)]:
+                up = tvl1_cpu.resize(img, (dh, dw), backend=backend)
+                check_close(up, cv2.resize(img, (dw, dh), interpolation=cv2.INTER_LINEAR), atol=1e-4)
+
+
+def test_cubic_remap_and_grad_rho_match_opencv() -> None:
+    """warp_data remaps channels 1 and 2 of its source (I1x, I1y in TV-L1) with OpenCV's INTER_CUBIC at
+    (x + u1, y + u2), positions beyond the border, NaN and far away included; grad and rho_c follow."""
+    rng = np.random.default_rng(0)
+    fr = kernels().REMAP_FRAME
+    for h, w, margin in [(40, 57, 6.0), (224, 224, 3.0)]:
+        planes = (rng.random((3, h, w)) * 255).astype(np.float32)
+        planes[2] = rng.standard_normal((h, w)).astype(np.float32) * 20  # signed values, like gradients
+        mx, my = random_maps(rng, h, w, margin)
+        u1 = (mx - np.arange(w, dtype=np.float32)).astype(np.float32)
+        u2 = (my - np.arange(h, dtype=np.float32)[:, None]).astype(np.float32)
+        src = np.zeros((h + 2 * fr, w + 2 * fr, 4), np.float32)
+        src[fr:-fr, fr:-fr, :3] = planes.transpose(1, 2, 0)
+        i0 = planes[0].copy()
+        out = [np.empty((h, w), np.float32) for _ in range(4)]
+        kernels().warp_data(i0, src, u1, u2, *out)
+        maps = (np.float32(np.arange(w)) + u1, np.float32(np.arange(h))[:, None] + u2)  # = mx, my as float32
+        ref = [cv2.remap(planes[c], *maps, cv2.INTER_CUBIC) for c in range(3)]
+        check_close(out[0], ref[1], atol=1e-4)
+        check_close(out[1], ref[2], atol=1e-4)
+        check_close(out[2], ref[1] * ref[1] + ref[2] * ref[2], atol=1e-2)
+        rho = ((ref[0] - ref[1] * u1) - ref[2] * u2) - i0
+        ok = np.isfinite(rho)
+        check_close(out[3][ok], rho[ok], atol=1e-2)
+
+
+def test_stopping_uses_opencvs_serial_float32_sum() -> None:
+    """224*224 terms of 1e-4 sum to 5.01714 serially in float32 but 5.01760 exactly: with the threshold in
+    between OpenCV stops, and so must we (0.7e-4 drifts the other way). Far from it no serial sum is taken."""
+    stopped = kernels().stopped
+    for value, serial_stops in [(1e-4, True), (0.7e-4, False)]:
+        terms = np.full((224, 224), value, np.float32)
+        serial = float(np.cumsum(terms.ravel(), dtype=np.float32)[-1])
+        exact = float(terms.astype(np.float64).sum())
+        threshold = float(np.float32((serial + exact) / 2))
+        assert (serial <= threshold) == serial_stops and (exact <= threshold) != serial_stops
+        assert stopped(exact, terms, threshold) == (serial_stops, True)
+    terms = np.full((224, 224), 1e-4, np.float32)
+    assert stopped(float(terms.astype(np.float64).sum()), terms, 0.01 * 0.01 * terms.size * 2) == (True, False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real footage
+
+
+def check_pairs(prev: list[np.ndarray], nxt: list[np.ndarray], labels: list[str]) -> list[tvl1_cpu.PairStats]:
+    """Each pair vs OpenCV: bit-identical on EXACT_BUILD, else mean EPE <= 0.05 px and p99 <= 0.5 px."""
+    params = flow.fused_params()
+    assert params.resize_backend == default_backend()
+    stats = []
+    for a, b, label in zip(prev, nxt, labels):
+        ours, st = tvl1_cpu.tvl1_flow_fused(a, b, params, return_stats=True)
+        ref = opencv_flow(a, b)
+        epe = np.sqrt(((ours.astype(np.float64) - ref) ** 2).sum(-1))
+        print(f"{label}: EPE mean {epe.mean():.3g} px, bit-identical {np.mean(ours == ref):.4f}, iterations "
+              f"{st.iterations.sum()} (level 0: {st.iterations[0].tolist()}), serial sums {st.serial_sums}")
+        assert epe.mean() <= 0.05 and np.percentile(epe, 99) <= 0.5, label
+        if EXACT_BUILD:
+            np.testing.assert_array_equal(ours, ref, err_msg=label)
+        stats.append(st)
+    return stats
+
+
+def test_equals_opencv_on_crops() -> None:
+    """Crops: a still pair (stops after one iteration in every warp), the moving pairs of test_tvl1 (one
+    runs past an outer iteration, so the median runs mid-warp; one is settled by the serial float32 sum)."""
+    crops = {name: read_video(need(SAMPLE_VIDEOS / f"{name}.mp4")).gray[:10] for name in CLIPS}
+    g = crops["v_GGSY1Qvo990"]
+    prev, nxt, labels = [g[0]], [g[1]], ["v_GGSY1Qvo990 crop 0->1 (still)"]
+    for name, starts in CROP_PAIRS.items():
+        for s in starts:
+            prev.append(crops[name][s])
+            nxt.append(crops[name][s + 1])
+            labels.append(f"{name} crop {s}->{s + 1}")
+    stats = check_pairs(prev, nxt, labels)
+    assert (stats[0].iterations == 1).all()  # stops at once
+    assert max(int(st.iterations.max()) for st in stats) > 30  # late: a second outer iteration
+    assert min(int(st.iterations[st.iterations > 1].min()) for st in stats[1:]) < 15  # early, while moving
+    assert sum(st.serial_sums for st in stats) >= 1  # the stopping rule's serial path decided a warp
+
+
+def test_equals_opencv_on_whole_frames() -> None:
+    prev, nxt, labels = [], [], []
+    for name, starts in FRAME_PAIRS.items():
+        frames = decoded_frames(name, max(starts) + 2)
+        assert frames.shape[1:] == (256, 341)
+        for s in starts[:1]:
+            prev.append(frames[s])
+            nxt.append(frames[s + 1])
+            labels.append(f"{name} frame {s}->{s + 1}")
+    stats = check_pairs(prev, nxt, labels)
+    assert max(int(st.iterations.max()) for st in stats) > 30
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The flow backend
+
+
+def test_backend_wiring_and_recipe() -> None:
+    assert flow.resolve_backend("auto", "cpu") == "fused" and flow.resolve_backend("auto", "cuda") == "torch"
+    assert flow.resolve_backend("opencv", "cpu") == "opencv"
+    gray = read_video(need(SAMPLE_VIDEOS / "v_ZNVhz7ctTq0.mp4")).gray[:3]
+    ours = flow.compute_flow(gray, workers=1, backend="fused")
+    ref = flow.compute_flow(gray, workers=1, backend="opencv")
+    check_close(ours, ref, atol=0.05)
+    recipe = flow.recipe("fused", "crop")
+    assert recipe["backend"] == "fused" and "tvl1_cpu" in recipe["implementation"]
+    assert flow.equivalent_backends("torch") == ("torch",)
+    assert set(flow.equivalent_backends("fused")) == ({"opencv", "fused"} if EXACT_BUILD else {"fused"})
+
+
+def test_finished_outputs_are_shared_by_bit_identical_backends(tmp_path: Path) -> None:
+    """A feature file or flow output written by the OpenCV backend counts as done for 'fused' (same bits) and
+    back, never for 'torch'; the recipe itself records the backend that made it."""
+    if not EXACT_BUILD:
+        pytest.skip("fused equals OpenCV bit for bit only on the verified build")
+    written = {"flow": {"region": "frame", "backend": "opencv"}}
+    features.save(tmp_path, "clip", np.zeros((1, 1024), np.float32), written)
+    (tmp_path / "clip.flow.npy").write_bytes(b"")
+    (tmp_path / "clip.flow.json").write_text(json.dumps(written))
+    for backend, done in (("fused", True), ("opencv", True), ("torch", False)):
+        extractor = FeatureExtractor(("flow",), "cpu", flow_backend=backend, load_models=False)
+        assert features.is_complete(tmp_path, "clip", {"flow": extractor.identity()["flow"]}) == done, backend
+        assert flowfiles.is_done(tmp_path, "clip", "npy", "frame", backend) == done, backend
+    assert FeatureExtractor(("flow",), "cpu", load_models=False).recipe()["flow"]["backend"] == "fused"
