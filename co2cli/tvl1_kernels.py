@@ -441,6 +441,12 @@ def _u_pixel(a1, a2, gx, gy, g, rc, d1, d2, l_t, theta):
     return n1, n2, e1 * e1 + e2 * e2
 
 
+def padded_width(w):
+    """Plane width for `sweep`: w - 1 rounded up to a multiple of 16 float32 lanes (one zmm), plus 1 (column 0
+    is peeled), so both row loops run whole vectors."""
+    return (w + 14) // 16 * 16 + 1
+
+
 @njit(cache=True, error_model="numpy", inline="always")
 def _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, rho_c, l_t, theta,
                     terms, acc64):
@@ -452,7 +458,7 @@ def _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, r
     u1[r, 0], u2[r, 0], terms[r, 0] = n1, n2, t
     acc64[0] += np.float64(t)
     pr11, pr21 = p11[r, 0], p21[r, 0]
-    for x in range(1, w):
+    for x in range(1, w):  # the padded width: the pad columns are scratch
         c11, c21 = p11[r, x], p21[r, x]
         d1 = (c11 - pr11) + (p12[r, x] - q12[x])
         d2 = (c21 - pr21) + (p22[r, x] - q22[x])
@@ -472,26 +478,42 @@ def _dual_pixel(p1, p2, ux, uy, taut):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _dual_row(r, u1, u2, p11, p12, p21, p22, taut, zrow):
-    """Row r: forward gradient of u (rows r and r+1 final; 0 on the last column / row) + dual update."""
-    h, w = u1.shape
-    b1 = u1[r + 1] if r < h - 1 else u1[r]
-    b2 = u2[r + 1] if r < h - 1 else u2[r]
-    for x in range(w - 1):
-        a1, a2 = u1[r, x], u2[r, x]
-        u1y, u2y = b1[x] - a1, b2[x] - a2
-        p11[r, x], p12[r, x] = _dual_pixel(p11[r, x], p12[r, x], u1[r, x + 1] - a1, u1y, taut)
-        p21[r, x], p22[r, x] = _dual_pixel(p21[r, x], p22[r, x], u2[r, x + 1] - a2, u2y, taut)
-    x = w - 1
-    zero = zrow[0]
+def _dual_last(r, x, u1, u2, b1, b2, p11, p12, p21, p22, taut, zero):
+    """Column x of row r as the image's last column (forward x-gradient 0) from the p values now stored."""
     p11[r, x], p12[r, x] = _dual_pixel(p11[r, x], p12[r, x], zero, b1[x] - u1[r, x], taut)
     p21[r, x], p22[r, x] = _dual_pixel(p21[r, x], p22[r, x], zero, b2[x] - u2[r, x], taut)
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _dual_row(r, w, u1, u2, p11, p12, p21, p22, taut, zrow):
+    """Row r: forward gradient of u (rows r and r+1 final; 0 on the last column / row) + dual update.
+
+    The vector loop runs over the padded width (a multiple of the vector length, no scalar remainder); the
+    image's last column w - 1 is then redone from its saved p as a last column (the pad columns are scratch)."""
+    h, wp = u1.shape
+    b1 = u1[r + 1] if r < h - 1 else u1[r]
+    b2 = u2[r + 1] if r < h - 1 else u2[r]
+    e = w - 1
+    s11, s12, s21, s22 = p11[r, e], p12[r, e], p21[r, e], p22[r, e]
+    for x in range(wp - 1):
+        a1, a2 = u1[r, x], u2[r, x]
+        u1y, u2y = b1[x] - a1, b2[x] - a2
+        p11[r, x], p12[r, x] = _dual_pixel(p11[r, x], p12[r, x], u1[r, x + 1] - a1, u1y, taut)
+        p21[r, x], p22[r, x] = _dual_pixel(p21[r, x], p22[r, x], u2[r, x + 1] - a2, u2y, taut)
+    zero = zrow[0]
+    _dual_last(r, wp - 1, u1, u2, b1, b2, p11, p12, p21, p22, taut, zero)
+    if e < wp - 1:
+        p11[r, e], p12[r, e], p21[r, e], p22[r, e] = s11, s12, s21, s22
+        _dual_last(r, e, u1, u2, b1, b2, p11, p12, p21, p22, taut, zero)
+
+
 @njit(cache=True, error_model="numpy")
-def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, l_t, theta, taut, terms, acc64, zrow):
+def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, l_t, theta, taut, terms, acc64, zrow, w):
     """One inner iteration in one pass: row r's u update, then row r-1's dual update (its u rows are final and
-    row r no longer needs p of row r-1). Returns the float64 sum of the error terms."""
+    row r no longer needs p of row r-1). Returns the float64 sum of the error terms of the image's w columns.
+
+    Planes are (H, padded_width(w)): the loops run over the whole padded row so that they vectorise without a
+    scalar remainder; the pad columns (data planes 0 there) compute values that no image column reads."""
     h = u1.shape[0]
     acc64[:] = 0.0
     for r in range(h):
@@ -499,17 +521,18 @@ def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, l_t, theta, taut,
         q22 = p22[r - 1] if r > 0 else zrow
         _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, rho_c, l_t, theta, terms, acc64)
         if r > 0:
-            _dual_row(r - 1, u1, u2, p11, p12, p21, p22, taut, zrow)
-    _dual_row(h - 1, u1, u2, p11, p12, p21, p22, taut, zrow)
-    return acc64.sum()
+            _dual_row(r - 1, w, u1, u2, p11, p12, p21, p22, taut, zrow)
+    _dual_row(h - 1, w, u1, u2, p11, p12, p21, p22, taut, zrow)
+    return acc64[:w].sum()
 
 
 @njit(cache=True, error_model="numpy")
 def serial_sum(terms):
     """OpenCV's error: a serial float32 sum of the terms, row-major."""
     acc = _F32(0.0)
-    for v in terms.ravel():
-        acc += v
+    for r in range(terms.shape[0]):
+        for x in range(terms.shape[1]):
+            acc += terms[r, x]
     return acc
 
 
@@ -538,25 +561,27 @@ def _copy(src, dst):
 
 
 @njit(cache=True, error_model="numpy")
-def run_warp(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts, limits, med, scratch):
+def run_warp(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts, limits, med, scratch, w):
     """The inner iterations of one warp: median of u before iterations 0, inner, 2 inner, ... (when on), one
     fused sweep per iteration, OpenCV's stopping rule. consts = float32 [l_t, theta, taut]; limits = float64
     [threshold, max iterations, inner iterations]; med = (sorting network, k), k = 0 for no median.
+    Planes are padded to (H, padded_width(w)) as `sweep` needs; the median sees the image's w columns.
     Returns (iterations run, serial sums taken); u1/u2 are updated in place."""
     terms, tmp, acc64, zrow, cols = scratch
     network, k = med
     threshold = limits[0]
     max_iter, inner = int(limits[1]), int(limits[2])
     n_serial = 0
+    v1, v2 = u1[:, :w], u2[:, :w]
     for n in range(max_iter):
         if k > 1 and n % inner == 0:
-            median_blur(u1, tmp, network, cols)
-            _copy(tmp, u1)
-            median_blur(u2, tmp, network, cols)
-            _copy(tmp, u2)
+            median_blur(v1, tmp, network, cols)
+            _copy(tmp, v1)
+            median_blur(v2, tmp, network, cols)
+            _copy(tmp, v2)
         s = sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts[0], consts[1], consts[2], terms,
-                  acc64, zrow)
-        stop, serial = stopped(s, terms, threshold)
+                  acc64, zrow, w)
+        stop, serial = stopped(s, terms[:, :w], threshold)
         n_serial += serial
         if stop:
             return n + 1, n_serial
