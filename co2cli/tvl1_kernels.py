@@ -115,6 +115,24 @@ REMAP_FRAME = 4
 plain load and taps outside the image read 0 (BORDER_CONSTANT), exactly as far-away positions do."""
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _tap_row(r, u1, u2, w, h, wts, tap):
+    """Row r's remap positions (x + u1, r + u2), clamped to +-2^24 px (NaN -> -2^24) as in OpenCV, as cubic
+    weights and first-tap indices (clamped to [-3, size + 1], framed): a branch-free loop that vectorises."""
+    lim = _F32(2.0**24)
+    fr = REMAP_FRAME
+    for x in range(w):
+        mx = _F32(x) + u1[r, x]
+        my = _F32(r) + u2[r, x]
+        mx = -lim if math.isnan(mx) else min(max(mx, -lim), lim)
+        my = -lim if math.isnan(my) else min(max(my, -lim), lim)
+        ix, iy = _floor(mx), _floor(my)
+        wts[0, x], wts[1, x], wts[2, x], wts[3, x] = _cubic_weights(mx - _F32(ix))
+        wts[4, x], wts[5, x], wts[6, x], wts[7, x] = _cubic_weights(my - _F32(iy))
+        tap[0, x] = min(max(ix, -3), w + 1) + fr - 1
+        tap[1, x] = min(max(iy, -3), h + 1) + fr - 1
+
+
 @njit(cache=True, error_model="numpy")
 def warp_data(i0, src, u1, u2, i1wx, i1wy, grad, rho_c):
     """buildFlowMap + remap(INTER_CUBIC, BORDER_CONSTANT 0) of I1, I1x, I1y at (x + u1, y + u2) + calcGradRho:
@@ -125,20 +143,16 @@ def warp_data(i0, src, u1, u2, i1wx, i1wy, grad, rho_c):
     -2^24) as in OpenCV; each tap row is an FMA chain along x, then one along y (OpenCV 5.1's order).
     """
     h, w = i0.shape
-    lim = _F32(2.0**24)
     fr = REMAP_FRAME
+    wts = np.empty((8, w), np.float32)  # per row: x weights 0..3, y weights 0..3
+    tap = np.empty((2, w), np.int64)  # per row: first tap column, row (framed)
     for r in range(h):
+        _tap_row(r, u1, u2, w, h, wts, tap)
         for x in range(w):
             a1, a2 = u1[r, x], u2[r, x]
-            mx = _F32(x) + a1
-            my = _F32(r) + a2
-            mx = -lim if math.isnan(mx) else min(max(mx, -lim), lim)
-            my = -lim if math.isnan(my) else min(max(my, -lim), lim)
-            ix, iy = _floor(mx), _floor(my)
-            wx = _cubic_weights(mx - _F32(ix))
-            wy0, wy1, wy2, wy3 = _cubic_weights(my - _F32(iy))
-            ix = min(max(ix, -3), w + 1) + fr - 1  # first tap, in framed coordinates
-            iy = min(max(iy, -3), h + 1) + fr - 1
+            ix, iy = tap[0, x], tap[1, x]
+            wx = (wts[0, x], wts[1, x], wts[2, x], wts[3, x])
+            wy0, wy1, wy2, wy3 = wts[4, x], wts[5, x], wts[6, x], wts[7, x]
             v = gx = gy = _F32(0.0)
             for j in range(4):  # constant trip count: unrolled, the selects folded
                 y = iy + j
