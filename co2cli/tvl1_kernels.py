@@ -503,8 +503,9 @@ def _dual_last(r, x, u1, u2, b1, b2, p11, p12, p21, p22, taut, zero):
 def _dual_row(r, w, u1, u2, p11, p12, p21, p22, taut, zrow):
     """Row r: forward gradient of u (rows r and r+1 final; 0 on the last column / row) + dual update.
 
-    The vector loop runs over the padded width (a multiple of the vector length, no scalar remainder); the
-    image's last column w - 1 is then redone from its saved p as a last column (the pad columns are scratch)."""
+    The vector loop runs over the padded width but its last column (a multiple of the vector length, no scalar
+    remainder); the image's last column w - 1 is then (re)done from its saved p as a last column. The pad
+    columns are scratch that no image column reads."""
     h, wp = u1.shape
     b1 = u1[r + 1] if r < h - 1 else u1[r]
     b2 = u2[r + 1] if r < h - 1 else u2[r]
@@ -515,11 +516,9 @@ def _dual_row(r, w, u1, u2, p11, p12, p21, p22, taut, zrow):
         u1y, u2y = b1[x] - a1, b2[x] - a2
         p11[r, x], p12[r, x] = _dual_pixel(p11[r, x], p12[r, x], u1[r, x + 1] - a1, u1y, taut)
         p21[r, x], p22[r, x] = _dual_pixel(p21[r, x], p22[r, x], u2[r, x + 1] - a2, u2y, taut)
-    zero = zrow[0]
-    _dual_last(r, wp - 1, u1, u2, b1, b2, p11, p12, p21, p22, taut, zero)
-    if e < wp - 1:
+    if e < wp - 1:  # the vector loop did column e as an inner one; the pad column wp - 1 (never read) is left
         p11[r, e], p12[r, e], p21[r, e], p22[r, e] = s11, s12, s21, s22
-        _dual_last(r, e, u1, u2, b1, b2, p11, p12, p21, p22, taut, zero)
+    _dual_last(r, e, u1, u2, b1, b2, p11, p12, p21, p22, taut, zrow[0])
 
 
 @njit(cache=True, error_model="numpy")
