@@ -142,22 +142,26 @@ def _solve_level(i0: np.ndarray, i1: np.ndarray, u1: np.ndarray, u2: np.ndarray,
     k.centered_gradient(i1, i1x, i1y)
     for c, plane in enumerate((i1, i1x, i1y)):
         src[fr:-fr, fr:-fr, c] = plane
-    p = [np.zeros_like(i0) for _ in range(4)]
-    warped = [np.empty_like(i0) for _ in range(4)]  # i1wx, i1wy, grad, rho_c
+    wp = k.padded_width(w)
+    uu = [np.zeros((h, wp), _F32) for _ in range(2)]  # u1, u2 in padded planes (see `sweep`)
+    uu[0][:, :w], uu[1][:, :w] = u1, u2
+    p = [np.zeros((h, wp), _F32) for _ in range(4)]
+    warped = [np.zeros((h, wp), _F32) for _ in range(4)]  # i1wx, i1wy, grad, rho_c; 0 on the pad columns
     consts = np.array([_f32(params.lambda_ * params.theta), _f32(params.theta), _f32(params.tau / params.theta)],
                       _F32)
     limits = np.array([_f32(params.epsilon * params.epsilon * h * w),
                        params.outer_iterations * params.inner_iterations, params.inner_iterations], np.float64)
     ksize = params.median_filtering if params.median_filtering > 1 else 0
     med = (_network(ksize), ksize) if ksize else (np.zeros((0, 2), np.int64), 0)
-    scratch = (np.empty_like(i0), np.empty_like(i0), np.empty(w, np.float64), np.zeros(w, _F32),
+    scratch = (np.empty((h, wp), _F32), np.empty_like(i0), np.empty(wp, np.float64), np.zeros(wp, _F32),
                _median_scratch(w, max(ksize, 1)))
     serial = 0
     for warp in range(params.warps):
-        k.warp_data(i0, src, u1, u2, *warped)
-        n, n_serial = k.run_warp(u1, u2, *p, *warped, consts, limits, med, scratch)
+        k.warp_data(i0, src, *uu, *warped)
+        n, n_serial = k.run_warp(*uu, *p, *warped, consts, limits, med, scratch, w)
         iterations[warp] = n
         serial += n_serial
+    u1[:], u2[:] = uu[0][:, :w], uu[1][:, :w]
     return serial
 
 
