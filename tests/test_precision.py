@@ -115,7 +115,7 @@ def test_localize_cache_keeps_precisions_apart(i3d_rgb_weights: Path, short_clip
 
     def features(precision: str) -> tuple[np.ndarray, bool, dict]:
         localizer = load_model("kinetics", device="cpu", cache_dir=tmp_path / "cache", precision=precision)
-        feats, cached = localizer.video_features(short_clip)
+        feats, cached = localizer.features.video_features(short_clip)
         return feats.features, cached, feats.recipe
 
     fp32, cached, _ = features("fp32")
