@@ -366,6 +366,22 @@ def test_merged_view_is_the_default_for_table_and_subtitles(co2, data, all_outpu
     assert_plain_table(proc.stdout, VIDEO)
 
 
+def test_first_frame_after_zero_shifts_every_time_and_the_table_rounds(co2, data, tmp_path) -> None:
+    """Features whose recipe says the first frame is at 1.006 s (a stream that does not start at 0): every
+    segment is the original's snippet times + 1.006 s (JSON), and the table shows hundredths rounded half-up from
+    the exact times (1.006 -> 00:00:01.01, 204.8 + 1.006 -> 00:03:25.81; truncation would show .00 and .80)."""
+    feats = tmp_path / "late.npy"
+    np.save(feats, np.load(data["t320"]))
+    (tmp_path / "late.json").write_text(json.dumps({"start_s": 1.006, "fps": 25, "snippet_frames": 16}))
+    want = [{**r, "start_s": r["start_s"] + 1.006, "end_s": r["end_s"] + 1.006} for r in fixture_rows()]
+    proc = co2("localize", feats, "-c", need(CKPT), "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    same_segments(json_rows(json.loads(proc.stdout)["results"]["late"]), want)
+    table = co2("localize", feats, "-c", need(CKPT))
+    [row] = [line for line in table.stdout.splitlines() if " late " in line]
+    assert re.search(r"00:00:01\.01 .* 00:03:25\.81 .* BaseballPitch", row), row
+
+
 def test_raw_subtitles_match_the_fixture_seconds(co2, data) -> None:
     """--view raw -f srt: one cue per original proposal, in time order, times = snippets x 640 ms; -q: silent."""
     want = fixture_rows()

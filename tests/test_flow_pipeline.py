@@ -192,3 +192,19 @@ def test_torch_backend_through_extract_flow_matches_opencv(clip: Path, tmp_path:
     epe = np.linalg.norm(ours - reference, axis=-1)
     assert epe.mean(axis=(1, 2)).max() <= 0.05 and np.percentile(epe, 99, axis=(1, 2)).max() <= 0.5
     assert json.loads((out / "lift.flow.json").read_text())["flow"]["backend"] == "torch"
+
+
+
+def test_features_of_another_flow_backend_are_not_reused(tmp_path: Path) -> None:
+    """What `extract-features` (skip when done) and the localize cache decide: features written by the opencv
+    TV-L1 are not complete for a --flow-backend torch run, nor crop-region ones for a frame-region run."""
+    from co2cli.features import is_complete, save
+
+    def extractor(backend: str, region: str = "frame") -> FeatureExtractor:
+        return FeatureExtractor(("flow",), "cpu", flow_backend=backend, flow_region=region, load_models=False)
+
+    opencv = extractor("opencv")
+    save(tmp_path, "clip", np.zeros((2, 1024), np.float32), {**opencv.recipe(), "video_name": "clip"})
+    assert is_complete(tmp_path, "clip", opencv.identity())
+    assert not is_complete(tmp_path, "clip", extractor("torch").identity())
+    assert not is_complete(tmp_path, "clip", extractor("opencv", "crop").identity())
