@@ -618,7 +618,7 @@ def _review_page(analyses: Sequence[Analysis], shown: dict, page_dir: Path, mode
     for a in analyses:
         src = None
         if a.source is not None and a.source.suffix.lower() != ".npy":
-            src = Path(os.path.relpath(a.source.resolve(), page_dir.resolve())).as_posix()
+            src = review.video_url(a.source.resolve(), page_dir.resolve())  # percent-encoded: '#', '?', tab
         videos.append(review.ReviewVideo(
             a.video, src, a.timeline_s,
             [review.ReviewSegment(s.label_name, s.score, s.start_s, s.end_s) for s in shown[a.video]],
