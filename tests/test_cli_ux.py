@@ -574,6 +574,33 @@ def test_json_and_csv_say_what_produced_them(all_outputs) -> None:
     assert all(row[0] == "a/x" and row[6] == info["model"] and row[7] == __version__ for row in rows[1:])
 
 
+FORMULA_NAMES = ["=1+2+cmd|' calc'!A0", "+1", "-2", "@SUM(A1)", "\tTAB", "'quoted"]
+
+
+def test_csv_cells_cannot_become_spreadsheet_formulas(co2, data, tmp_path) -> None:
+    """OWASP CSV injection: a text cell starting with = + - @ tab or CR gets a leading single quote (a spreadsheet
+    then shows it as text), as does one starting with a quote (so names come back exactly); the numeric columns
+    stay bare numbers; `co2 evaluate`'s reader gets the original names back."""
+    from co2cli.evaluate import read_predictions_csv
+
+    inputs = []
+    for name in FORMULA_NAMES:
+        inputs.append(tmp_path / f"{name}.npy")
+        np.save(inputs[-1], np.load(data["t320"]))
+    out = tmp_path / "out.csv"
+    proc = co2("localize", *inputs, "-c", need(CKPT), "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.reader(out.open(newline="")))[1:]
+    assert sorted({row[0] for row in rows}) == sorted("'" + name for name in FORMULA_NAMES)
+    assert len(rows) == 75 * len(FORMULA_NAMES)
+    for row in rows:
+        assert all(re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", cell) for cell in (row[1], row[2], row[4])), row
+        assert row[5] == ""  # no duration known for a feature file without a recipe
+        assert row[3] in THUMOS and not row[6].startswith(("=", "+", "-", "@"))
+    found, ours = read_predictions_csv(out, THUMOS, target="seconds")
+    assert ours and sorted({d.video for d in found}) == sorted(FORMULA_NAMES)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 4. A CLI that behaves
 
