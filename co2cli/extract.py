@@ -177,6 +177,8 @@ class FeatureExtractor:
 
         reader = video.VideoReader(path, max_side_px=self.max_side_px)
         estimate = reader.info.frames_25fps_estimate
+        if progress:
+            progress(0, estimate)  # the size is known before the first chunk is decoded
         with_flow = "flow" in self.streams
         chunks = reader.chunks(self.chunk_frames, whole_frame_gray=with_flow and self.flow_region == "frame")
         pairs = self.flow_fields(chunks) if with_flow else ((chunk, None) for chunk in chunks)

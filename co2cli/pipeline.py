@@ -20,7 +20,7 @@ import numpy as np
 
 from co2cli import classes as class_lists
 from co2cli.errors import Co2Error
-from co2cli.extract import FeatureExtractor
+from co2cli.extract import FeatureExtractor, Progress
 from co2cli.features import FEATURE_DIM, STREAM_DIM, FeatureFile, is_complete, load_features, save
 from co2cli.localize import Segment, co2_localize, kinetics_proposals, to_segments
 
@@ -103,8 +103,10 @@ class Localizer:
         key = hashlib.sha256(f"{video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
         return (self.cache_dir or weights.home() / "features") / key
 
-    def video_features(self, video: Path, name: str | None = None) -> tuple[FeatureFile, bool]:
-        """(features of a video, whether they came from the cache), made by `co2 extract-features`' code."""
+    def video_features(self, video: Path, name: str | None = None,
+                       progress: Progress | None = None) -> tuple[FeatureFile, bool]:
+        """(features of a video, whether they came from the cache), made by `co2 extract-features`' code;
+        `progress(frames_done, frames_estimate)` is called as frames are decoded (not for a cache hit)."""
         if not video.is_file():
             raise Co2Error(f"input not found: {video}")
         extractor = self.extractor()
@@ -112,14 +114,15 @@ class Localizer:
         if folder is not None and is_complete(folder, video.stem, extractor.identity()):
             cached = load_features(folder / f"{video.stem}.npy", dim=None)
             return FeatureFile(video, cached.features, cached.recipe, name or video.stem), True
-        extracted = extractor.extract(video)
+        extracted = extractor.extract(video, progress)
         if folder is not None:
             save(folder, video.stem, extracted.features, extracted.recipe)
         # The recipe as a cached run would read it back (JSON types), so fresh and cached runs agree.
         recipe = json.loads(json.dumps(extracted.recipe, default=str))
         return FeatureFile(video, extracted.features, recipe, name or video.stem), False
 
-    def features_for(self, path: Path, name: str | None = None) -> tuple[FeatureFile, bool]:
+    def features_for(self, path: Path, name: str | None = None,
+                     progress: Progress | None = None) -> tuple[FeatureFile, bool]:
         if path.suffix.lower() in FEATURE_SUFFIXES:
             feats = load_features(path, dim=None)
             if feats.features.shape[1] not in self.feature_dims:
@@ -127,16 +130,18 @@ class Localizer:
                 raise Co2Error(f"{path} has shape {feats.features.shape}, expected {want} for {self.description}")
             feats.name = name or feats.name
             return feats, False
-        return self.video_features(path, name)
+        return self.video_features(path, name, progress)
 
     # -- outputs ----------------------------------------------------------------------------------------------
 
     def analyze_features(self, feats: FeatureFile, min_score: float | None = None) -> Analysis:
         raise NotImplementedError
 
-    def analyze(self, path: str | Path, min_score: float | None = None, name: str | None = None) -> Analysis:
-        """Segments and curves of one video or feature file, reported under `name` (default: the file's stem)."""
-        feats, cached = self.features_for(Path(path), name)
+    def analyze(self, path: str | Path, min_score: float | None = None, name: str | None = None,
+                progress: Progress | None = None) -> Analysis:
+        """Segments and curves of one video or feature file, reported under `name` (default: the file's stem);
+        `progress(frames_done, frames_estimate)` follows a video's decoding."""
+        feats, cached = self.features_for(Path(path), name, progress)
         analysis = self.analyze_features(feats, min_score)
         analysis.source, analysis.from_cache = Path(path), cached
         analysis.duration_s, analysis.snippets, analysis.recipe = (feats.duration_s, int(feats.features.shape[0]),

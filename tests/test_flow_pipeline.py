@@ -208,3 +208,25 @@ def test_features_of_another_flow_backend_are_not_reused(tmp_path: Path) -> None
     assert is_complete(tmp_path, "clip", opencv.identity())
     assert not is_complete(tmp_path, "clip", extractor("torch").identity())
     assert not is_complete(tmp_path, "clip", extractor("opencv", "crop").identity())
+
+
+def test_extract_flow_summary_lists_every_input_with_why_it_failed(clip: Path, tmp_path: Path) -> None:
+    """Inputs refused before the batch (missing, not a video) and one failing inside it (too large for
+    --max-side) each get a row with status failed and a note saying why."""
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    proc = co2("extract-flow", clip, tmp_path / "missing.mp4", tmp_path / "notes.mp4", "-o", tmp_path / "out",
+               "--max-side", "100", "--backend", "opencv", home=tmp_path / "home")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    rows: list[list[str]] = []
+    for line in proc.stderr.splitlines():
+        if line.startswith("│"):
+            cells = [cell.strip() for cell in line.split("│")[1:-1]]
+            if rows and not cells[1]:  # a folded continuation line of the row above
+                rows[-1] = [rows[-1][0] + cells[0]] + [f"{a} {b}".strip() for a, b in zip(rows[-1][1:], cells[1:])]
+            else:
+                rows.append(cells)
+    by_name = {row[0]: row for row in rows}
+    assert by_name["lift"][1] == "failed" and "100" in by_name["lift"][4], proc.stderr
+    assert by_name[str(tmp_path / "missing.mp4")][1:2] == ["failed"] and "not found" in by_name[
+        str(tmp_path / "missing.mp4")][4], proc.stderr
+    assert "not a video" in by_name[str(tmp_path / "notes.mp4")][4], proc.stderr
