@@ -163,8 +163,9 @@ def predictions(folder: Path, rows: list[str], name: str = "preds.csv") -> Path:
 CASES = [
     # ---- co2 localize
     Case("missing input", lambda d: ["localize", d / "nope.npy", "-c", need(CKPT)], "not found"),
-    Case("no inputs at all", lambda d: ["localize"], "no inputs"),
-    Case("folder without inputs", lambda d: ["localize", (d / "empty").mkdir() or d / "empty"], "no inputs"),
+    Case("no inputs at all", lambda d: ["localize"], "no inputs", code=2),
+    Case("folder without inputs", lambda d: ["localize", (d / "empty").mkdir() or d / "empty"],
+         "the folder holds no videos"),
     Case("empty .npy", lambda d: ["localize", write(d / "e.npy", b""), "-c", need(CKPT)], "empty"),
     Case("text named .npy", lambda d: ["localize", write(d / "t.npy", "hello\n"), "-c", need(CKPT)],
          "not a .npy file"),

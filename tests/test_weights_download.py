@@ -209,3 +209,17 @@ def test_download_shows_a_progress_bar_on_a_terminal(server, flow_bytes: bytes, 
     assert code == 1 and "flow_imagenet.pt" in "\n".join(screen)  # a prefix: refused by validation, as it should
     bars = {line for snap in snapshots for line in snap if line.startswith("i3d-flow")}
     assert any(re.search(r"\d+(\.\d+)?/2\.0 MB .*(k|M)B/s", line) for line in bars), bars
+
+
+def test_from_path_of_a_pinned_name_is_checked_against_the_pin(flow_bytes: bytes, tmp_path: Path) -> None:
+    """A local copy of flow_imagenet.pt must have the pinned blob id too (an offline mirror, not any file)."""
+    local = tmp_path / "flow_imagenet.pt"
+    local.write_bytes(flow_bytes)
+    home = tmp_path / "home"
+    pins = {"i3d-flow": {"git_blob_id": blob_id(flow_bytes + b"x")}}
+    one_error(co2(home, pins, "weights", "install", "i3d-flow", "--from", local), "git blob id", "nothing installed")
+    assert store(home) == [] and local.read_bytes() == flow_bytes  # the user's file is left alone
+    proc = co2(home, {"i3d-flow": {"git_blob_id": blob_id(flow_bytes)}}, "weights", "install", "i3d-flow",
+               "--from", local)
+    assert proc.returncode == 0 and "trusting" not in proc.stderr, proc.stderr
+    assert (home / "weights" / "i3d-flow.pt").read_bytes() == flow_bytes
