@@ -219,7 +219,7 @@ CASES = [
     Case("features output read-only", lambda d: ["extract-features", one_frame(d), "-o", readonly_folder(d),
                                                  "--streams", "rgb"], "cannot write there"),
     Case("features: empty folder", lambda d: ["extract-features", (d / "v").mkdir() or d / "v", "-o", d / "out"],
-         "no input videos"),
+         "the folder holds no videos"),
     Case("flow weights missing", lambda d: ["extract-features", one_frame(d), "-o", d / "out"], "i3d-flow"),
     Case("unknown device", lambda d: ["extract-features", one_frame(d), "-o", d / "out", "--device", "gpu"],
          "gpu", code=2),
