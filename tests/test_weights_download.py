@@ -223,3 +223,10 @@ def test_from_path_of_a_pinned_name_is_checked_against_the_pin(flow_bytes: bytes
                "--from", local)
     assert proc.returncode == 0 and "trusting" not in proc.stderr, proc.stderr
     assert (home / "weights" / "i3d-flow.pt").read_bytes() == flow_bytes
+
+
+def test_url_base_can_point_at_a_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
+    from co2cli import weights
+
+    monkeypatch.setenv("CO2CLI_WEIGHTS_URL_BASE", "http://127.0.0.1:9/mirror/")
+    assert weights.pinned_url("i3d-rgb-imagenet") == "http://127.0.0.1:9/mirror/models/rgb_imagenet.pt"
