@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from co2cli.batch import BatchEvents, BatchItem
 from co2cli.errors import Co2Error
-from co2cli.extract import WEIGHT_NAMES, WeightRecord, installed_weights, parse_streams
+from co2cli.extract import WEIGHT_NAMES, WeightRecord, installed_weights, parse_streams, worker_flow_backend
 from co2cli.runner import Chunk, Compute, ComputeFailed, Sink, Task, run_batch, run_compute
 
 if TYPE_CHECKING:
@@ -660,9 +660,9 @@ def extract_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: RayPo
     """`co2 extract-features --executor ray`: the local batch's items and outputs, computed on `pool`."""
     from co2cli.extract import FeatureJob
 
-    return run_batch(inputs, FeatureJob.installed(out_dir, pool.spec.streams, pool.spec.flow_region,
-                                                     precision=pool.spec.precision), pool,
-                     overwrite, events)
+    job = FeatureJob.installed(out_dir, pool.spec.streams, pool.spec.flow_region, pool.spec.flow_backend,
+                               pool.spec.precision)
+    return run_batch(inputs, job, pool, overwrite, events)
 
 
 def extract_flow_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: RayPool, fmt: str = "npy",
@@ -672,5 +672,5 @@ def extract_flow_batch(inputs: Sequence[tuple[Path, str]], out_dir: Path, pool: 
     picks its own (torch on a GPU node, fused on a CPU one) and records it in the output's recipe."""
     from co2cli.flowfiles import FlowJob
 
-    backend = None if pool.spec.flow_backend == "auto" else pool.spec.flow_backend
+    backend = worker_flow_backend(pool.spec.flow_backend)
     return run_batch(inputs, FlowJob(out_dir, fmt, pool.spec.flow_region, backend), pool, overwrite, events)

@@ -21,6 +21,7 @@ from co2cli.errors import Co2Error
 from co2cli.localize import Detection
 from co2cli.safe_pickle import Refused, load_npy
 from co2cli.timebase import quantize_to_snippet, seconds_to_snippets, snippets_to_seconds
+from co2cli.writers import csv_text_value
 
 # The original passes this literal list; np.linspace would give 0.30000000000000004 and change mAP@0.3/0.7.
 THUMOS_TIOU = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -343,8 +344,10 @@ def read_predictions_csv(path: str | Path, classlist: Sequence[str], units: str 
             try:
                 start, end = float(row[start_key]), float(row[end_key])
                 check_segment(start, end, f"{path}:{line}")
-                rows.append(Detection(_parse_label(row["label"], classlist), float(row["score"]),
-                                      scale(start), scale(end), row["video-id"]))
+                label, video = (row["label"], row["video-id"]) if not ours else (
+                    csv_text_value(row["label"]), csv_text_value(row["video-id"]))  # our formula guard undone
+                rows.append(Detection(_parse_label(label, classlist), float(row["score"]), scale(start), scale(end),
+                                      video))
             except (TypeError, ValueError) as exc:
                 raise Co2Error(f"{path}:{line}: cannot parse row ({exc})") from None
     return rows, ours

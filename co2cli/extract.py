@@ -167,6 +167,13 @@ def precision_identity(precision: str) -> str | AnyOf:
     return AnyOf(("fp32", None)) if precision == "fp32" else precision
 
 
+def worker_flow_backend(flow_backend: str) -> str | None:
+    """The flow backend outputs made on Ray workers must record, given `--flow-backend`: the one asked for, or
+    None (either) for `auto`, which each worker resolves on its own device. The one rule for every Ray job: an
+    explicit backend always counts in the identity."""
+    return None if flow_backend == "auto" else flow_backend
+
+
 class FeatureExtractor:
     """Features of whole videos with the installed I3D weights (or given state dicts) for `streams`.
 
@@ -264,6 +271,8 @@ class FeatureExtractor:
 
         reader = video.VideoReader(path, max_side_px=self.max_side_px)
         estimate = reader.info.frames_25fps_estimate
+        if progress:
+            progress(0, estimate)  # the size is known before the first chunk is decoded
         with_flow = "flow" in self.streams
         chunks = reader.chunks(self.chunk_frames, whole_frame_gray=with_flow and self.flow_region == "frame")
         pairs = self.flow_fields(chunks) if with_flow else ((chunk, None) for chunk in chunks)
@@ -375,7 +384,8 @@ class FeatureJob:
 
     @classmethod
     def installed(cls, out_dir: Path, streams: Sequence[str], flow_region: str,
-                  flow_backend: str | None = None, precision: str = "fp32") -> FeatureJob:
-        """A job whose identity is that of the installed weights (no network is loaded on the driver)."""
-        return cls(out_dir, feature_identity(streams, installed_sha256(streams), flow_region, flow_backend,
-                                             precision))
+                  flow_backend: str = "auto", precision: str = "fp32") -> FeatureJob:
+        """A job for features made on Ray workers with `--flow-backend flow_backend` and `precision`, whose identity
+        is that of the installed weights (no network is loaded on the driver; see worker_flow_backend)."""
+        return cls(out_dir, feature_identity(streams, installed_sha256(streams), flow_region,
+                                             worker_flow_backend(flow_backend), precision))

@@ -261,6 +261,8 @@ class FlowCompute:
 
     def __call__(self, extractor: FeatureExtractor, path: str, progress: Progress | None) -> Iterator[Message]:
         source = flow_source(extractor, path, self.fmt)
+        if progress:
+            progress(0, source.frames_estimate)  # the size is known before the first chunk (as extract does)
         done = 0
         for chunk in source.chunks:
             yield Chunk(chunk)

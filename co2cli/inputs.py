@@ -41,8 +41,9 @@ def gather_inputs(items: Sequence[str], from_file: str | None, suffixes: Iterabl
     for item in names:
         path = Path(item).expanduser()
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted
-                                and not p.name.startswith(".")))
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted
+                            and not p.name.startswith("."))
+            found.extend(inside or [path])  # an empty folder is reported as such
         elif any(ch in item for ch in "*?[") and not path.exists():
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
             found.extend(p for p in matches if p.is_file())
@@ -54,14 +55,26 @@ def gather_inputs(items: Sequence[str], from_file: str | None, suffixes: Iterabl
     return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))]
 
 
-def split_missing(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """(existing files, [(path, message)] for the rest), checked before any model is loaded."""
+def split_missing(paths: Sequence[Path], suffixes: Iterable[str] = ()) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(existing videos and feature files, [(path, message)] for the rest), checked before any model is loaded:
+    a file that is not .npy must open as a video (container metadata only, no frame decoded)."""
+    from co2cli.video import video_info
+
+    suffixes = {s.lower() for s in suffixes}
     ok, bad = [], []
     for path in paths:
-        if path.is_file():
+        if path.is_file() and path.suffix.lower() == ".npy" and ".npy" in suffixes:
             ok.append(path)
+        elif path.is_file():
+            try:
+                video_info(path)
+            except Co2Error as exc:
+                bad.append((path, str(exc)))
+            else:
+                ok.append(path)
         elif path.is_dir():
-            bad.append((path, f"{path}: is a folder with no inputs"))
+            bad.append((path, f"{path}: the folder holds no videos (nothing with a video"
+                              f"{' or .npy' if '.npy' in suffixes else ''} extension, searched recursively)"))
         else:
             bad.append((path, f"{path}: not found (no such file or folder)"))
     return ok, bad
@@ -104,13 +117,16 @@ def no_inputs_left(failures: Sequence[tuple[Path, str]]) -> Co2Error:
 def prepare_inputs(inputs: Sequence[str] | None, from_file: str | None, suffixes: Iterable[str], empty: str,
                    out_dir: Path | None = None) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
     """Gather, check and name the inputs before any model loads: ((path, name) to process, failures so far).
-    An empty input set is the error `empty`; an `out_dir` that cannot be written is an error too."""
+    An empty input set is the error `empty` (a usage error when nothing at all was given); an `out_dir` that
+    cannot be written is an error too."""
+    if not inputs and not from_file:
+        raise UsageError(f"{empty} (see --help)")
     paths = gather_inputs(inputs or [], from_file, suffixes)
     if not paths:
         raise Co2Error(empty)
     if out_dir is not None:
         check_writable(out_dir, "dir")
-    existing, failures = split_missing(paths)
+    existing, failures = split_missing(paths, suffixes)
     named, clashes = named_inputs(existing)
     failures += clashes
     if not named:

@@ -23,7 +23,8 @@ import numpy as np
 from co2cli import classes as class_lists
 from co2cli.batch import BatchItem
 from co2cli.errors import Co2Error
-from co2cli.extract import FeatureExtractor, compute_features, feature_identity, installed_sha256
+from co2cli.extract import (FeatureExtractor, Progress, compute_features, feature_identity, installed_sha256,
+                            worker_flow_backend)
 from co2cli.features import FEATURE_DIM, STREAM_DIM, FeatureFile, is_complete, load_features, save
 from co2cli.localize import Segment, co2_localize, kinetics_proposals, to_segments
 from co2cli.runner import Compute, Computed, WholeResultWriter
@@ -103,11 +104,12 @@ class FeatureSource:
         return installed_sha256(self.streams)
 
     def identity(self, any_backend: bool = False) -> dict:
-        """The recipe keys a cached file must match (`any_backend`: made by either flow backend, as Ray workers
-        pick theirs on their own devices)."""
+        """The recipe keys a cached file must match (`any_backend`: features made on Ray workers, which resolve
+        `auto` on their own devices, so either backend is accepted then; an explicit backend always counts)."""
         from co2cli.flow import resolve_backend
 
-        backend = None if any_backend else resolve_backend(self.flow_backend, self.device.type)
+        backend = (worker_flow_backend(self.flow_backend) if any_backend
+                   else resolve_backend(self.flow_backend, self.device.type))
         return feature_identity(self.streams, self.weights_sha256(), self.flow_region, backend, self.precision)
 
     def cache_folder(self, video: Path) -> Path:
@@ -138,12 +140,14 @@ class FeatureSource:
         recipe = json.loads(json.dumps(recipe, default=str))
         return FeatureFile(video, features, recipe, name or video.stem)
 
-    def video_features(self, video: Path, name: str | None = None) -> tuple[FeatureFile, bool]:
-        """(features of a video, whether they came from the cache)."""
+    def video_features(self, video: Path, name: str | None = None,
+                       progress: Progress | None = None) -> tuple[FeatureFile, bool]:
+        """(features of a video, whether they came from the cache); `progress(frames_done, frames_estimate)` is
+        called as frames are decoded (not for a cache hit)."""
         cached = self.cached(video, name)
         if cached is not None:
             return cached, True
-        extracted = self.extractor().extract(video)
+        extracted = self.extractor().extract(video, progress)
         return self.store(video, extracted.features, extracted.recipe, name), False
 
 
@@ -176,10 +180,11 @@ class Localizer:
         feats.name = name or feats.name
         return feats
 
-    def features_for(self, path: Path, name: str | None = None) -> tuple[FeatureFile, bool]:
+    def features_for(self, path: Path, name: str | None = None,
+                     progress: Progress | None = None) -> tuple[FeatureFile, bool]:
         if is_feature_file(path):
             return self.feature_file(path, name), False
-        return self.features.video_features(path, name)
+        return self.features.video_features(path, name, progress)
 
     # -- outputs ----------------------------------------------------------------------------------------------
 
@@ -195,9 +200,11 @@ class Localizer:
                                                                   feats.recipe)
         return analysis
 
-    def analyze(self, path: str | Path, min_score: float | None = None, name: str | None = None) -> Analysis:
-        """Segments and curves of one video or feature file, reported under `name` (default: the file's stem)."""
-        feats, cached = self.features_for(Path(path), name)
+    def analyze(self, path: str | Path, min_score: float | None = None, name: str | None = None,
+                progress: Progress | None = None) -> Analysis:
+        """Segments and curves of one video or feature file, reported under `name` (default: the file's stem);
+        `progress(frames_done, frames_estimate)` follows a video's decoding."""
+        feats, cached = self.features_for(Path(path), name, progress)
         return self.analysis_of(feats, Path(path), cached, min_score)
 
     def localize(self, path: str | Path, min_score: float | None = None) -> list[Segment]:

@@ -186,8 +186,12 @@ def _section(p: dict) -> str:
     meta = (f'{model}<span>duration <b>{format_clock(p["duration"])}</b> ({p["duration"]:.2f} s)</span>'
             f'<span><b>{n}</b> segment{"s" if n != 1 else ""}</span>')
     if video.video_src is not None:
+        where = urllib.parse.unquote(video.video_src)
         player = (f'<video id="player-{i}" class="player" controls preload="metadata" '
-                  f'src="{_attr(video.video_src)}"></video>')
+                  f'src="{_attr(video.video_src)}"></video>'
+                  f'<p class="video-error" id="video-error-{i}" role="alert" hidden>The video could not be loaded '
+                  f'from <code>{_text(where)}</code> (moved, renamed or deleted?). The timeline and curves below '
+                  f'still work; regenerate the page next to the video to play it.</p>')
     else:
         player = '<div class="no-video">features only: no video to play (the timeline cursor still moves)</div>'
 
@@ -205,8 +209,9 @@ def _section(p: dict) -> str:
     for label in p["labels"]:
         rows = _pack(by_label[label])
         height = len(rows) * SUB_ROW_PX
+        sizes = f"height:{height}px;--narrow-h:{_narrow_label_px(label)}px"
         color = p["colors"][label]
-        label_cells.append(f'<div class="cell lane-label" style="height:{height}px" title="{_attr(label)}">'
+        label_cells.append(f'<div class="cell lane-label" style="{sizes}" title="{_attr(label)}">'
                            f'<i class="swatch" style="background:{color}"></i>{_text(label)}</div>')
         segs = []
         for r, row in enumerate(rows):
@@ -223,7 +228,7 @@ def _section(p: dict) -> str:
                     f'background:{color};color:{_ink(color)}">'
                     f'<span class="seg-label">{_text(seg.label)}</span> <span class="seg-score">{seg.score:.2f}</span>'
                     f'</button>')
-        track_rows.append(f'<div class="lane" data-label="{_attr(label)}" style="height:{height}px">'
+        track_rows.append(f'<div class="lane" data-label="{_attr(label)}" style="{sizes}">'
                           f'{"".join(segs)}</div>')
     if not p["labels"]:
         label_cells.append('<div class="cell lane-label muted">no segments</div>')
@@ -280,6 +285,16 @@ def _curves_svg(video: ReviewVideo, colors: Mapping[str, str], length: float) ->
     svg = (f'<svg class="curves" viewBox="0 0 {CURVE_VIEW_W:g} {height:g}" preserveAspectRatio="none" '
            f'height="{CURVES_PX}" role="img" aria-label="class activation curves">{grid}{"".join(lines)}</svg>')
     return svg, lo, hi
+
+
+NARROW_LABEL_CHARS = 11  # characters per line of a lane label on a narrow screen (11 px font, 96 px column)
+
+
+def _narrow_label_px(label: str) -> int:
+    """Lane height that shows `label` whole when it wraps on a narrow screen (13 px per line, room for 2 lines
+    more than a conservative estimate, since glyph widths vary)."""
+    lines = -(-len(label) // NARROW_LABEL_CHARS)
+    return SUB_ROW_PX if lines <= 1 else 13 * (lines + 1) + 4
 
 
 def _tick_label(t: float) -> str:
@@ -372,6 +387,18 @@ h2 { font-size:17px; margin:0; font-weight:620; overflow-wrap:anywhere; }
   border:1px solid var(--line); border-radius:999px; background:#fff; cursor:pointer; color:var(--ink); }
 .legend-item[aria-pressed="false"] { opacity:.45; text-decoration:line-through; }
 .empty { color:var(--muted); }
+.video-error { margin:0; padding:10px 14px; border:1px solid #f3b4b4; border-radius:6px; background:#fff5f5;
+  color:#8a1c1c; max-width:640px; overflow-wrap:anywhere; }
+.stage { flex-wrap:wrap; }
+.readout { flex:none; white-space:nowrap; }
+@media (max-width: 600px) {
+  :root { --label-w:96px; }
+  .page-header, main { padding-left:8px; padding-right:8px; }
+  .video { padding:10px 8px; }
+  .lane-label { white-space:normal; overflow-wrap:anywhere; font-size:11px; line-height:13px; padding-top:2px; }
+  .lane-label, .lane { min-height:var(--narrow-h, 26px); }
+  .legend { margin-left:0; }
+}
 """
 
 _SCRIPT = """
@@ -454,6 +481,10 @@ _SCRIPT = """
       });
     });
     if (player) {
+      var failed = section.querySelector(".video-error");
+      function showError() { if (failed) failed.hidden = false; }
+      player.addEventListener("error", showError);
+      if (player.error) showError();  // failed before this script ran
       var frame = 0;
       function loop() { draw(); frame = player.paused ? 0 : requestAnimationFrame(loop); }
       ["timeupdate", "seeking", "seeked", "loadedmetadata", "pause", "ended"].forEach(function (name) {

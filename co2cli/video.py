@@ -345,6 +345,22 @@ def _frames(path: Path, container: av.container.InputContainer,
         yield frame
 
 
+def video_info(path: str | Path) -> VideoInfo:
+    """Container and stream metadata of a file that must be a video (no frame is decoded, so a whole batch is
+    checked in moments); a one-line Co2Error for a missing, unreadable, audio-only or text file."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        info = _describe(path, container)
+    finally:
+        container.close()
+    if not info.has_video:
+        raise Co2Error(f"{path}: no video stream (audio only?)")
+    if info.codec in _TEXT_CODECS:
+        raise Co2Error(f"{path}: not a video file (FFmpeg reads it as text)")
+    return info
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Metadata of `path` (decodes only the first frame, for its rotation). Audio-only files give has_video=False.
 
@@ -404,15 +420,7 @@ class VideoReader:
     def __init__(self, path: str | Path, max_side_px: int | None = None):
         self.path = Path(path)
         self.max_side_px = effective_max_side(max_side_px)
-        container = _open(self.path)
-        try:
-            self.info = _describe(self.path, container)
-        finally:
-            container.close()
-        if not self.info.has_video:
-            raise Co2Error(f"{self.path}: no video stream (audio only?)")
-        if self.info.codec in _TEXT_CODECS:
-            raise Co2Error(f"{self.path}: not a video file (FFmpeg reads it as text)")
+        self.info = video_info(self.path)
         _check_size(self.path, self.info.width, self.info.height, self.max_side_px)
         self.rotation_applied_deg = 0
         """Counter-clockwise degrees applied to make the first shown frame upright (known once decoding starts)."""

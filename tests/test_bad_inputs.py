@@ -163,8 +163,9 @@ def predictions(folder: Path, rows: list[str], name: str = "preds.csv") -> Path:
 CASES = [
     # ---- co2 localize
     Case("missing input", lambda d: ["localize", d / "nope.npy", "-c", need(CKPT)], "not found"),
-    Case("no inputs at all", lambda d: ["localize"], "no inputs"),
-    Case("folder without inputs", lambda d: ["localize", (d / "empty").mkdir() or d / "empty"], "no inputs"),
+    Case("no inputs at all", lambda d: ["localize"], "no inputs", code=2),
+    Case("folder without inputs", lambda d: ["localize", (d / "empty").mkdir() or d / "empty"],
+         "the folder holds no videos"),
     Case("empty .npy", lambda d: ["localize", write(d / "e.npy", b""), "-c", need(CKPT)], "empty"),
     Case("text named .npy", lambda d: ["localize", write(d / "t.npy", "hello\n"), "-c", need(CKPT)],
          "not a .npy file"),
@@ -218,7 +219,7 @@ CASES = [
     Case("features output read-only", lambda d: ["extract-features", one_frame(d), "-o", readonly_folder(d),
                                                  "--streams", "rgb"], "cannot write there"),
     Case("features: empty folder", lambda d: ["extract-features", (d / "v").mkdir() or d / "v", "-o", d / "out"],
-         "no input videos"),
+         "the folder holds no videos"),
     Case("flow weights missing", lambda d: ["extract-features", one_frame(d), "-o", d / "out"], "i3d-flow"),
     Case("unknown device", lambda d: ["extract-features", one_frame(d), "-o", d / "out", "--device", "gpu"],
          "gpu", code=2),

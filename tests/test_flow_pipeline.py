@@ -195,3 +195,60 @@ def test_torch_backend_through_extract_flow_matches_opencv(clip: Path, tmp_path:
     epe = np.linalg.norm(ours - reference, axis=-1)
     assert epe.mean(axis=(1, 2)).max() <= 0.05 and np.percentile(epe, 99, axis=(1, 2)).max() <= 0.5
     assert json.loads((out / "lift.flow.json").read_text())["flow"]["backend"] == "torch"
+
+
+
+def test_features_of_another_flow_backend_are_not_reused(tmp_path: Path) -> None:
+    """What `extract-features` (skip when done) and the localize cache decide: features written by the opencv
+    TV-L1 are not complete for a --flow-backend torch run, nor crop-region ones for a frame-region run."""
+    from co2cli.features import is_complete, save
+
+    def extractor(backend: str, region: str = "frame") -> FeatureExtractor:
+        return FeatureExtractor(("flow",), "cpu", flow_backend=backend, flow_region=region, load_models=False)
+
+    opencv = extractor("opencv")
+    save(tmp_path, "clip", np.zeros((2, 1024), np.float32), {**opencv.recipe(), "video_name": "clip"})
+    assert is_complete(tmp_path, "clip", opencv.identity())
+    assert not is_complete(tmp_path, "clip", extractor("torch").identity())
+    assert not is_complete(tmp_path, "clip", extractor("opencv", "crop").identity())
+
+
+def test_extract_flow_summary_lists_every_input_with_why_it_failed(clip: Path, tmp_path: Path) -> None:
+    """Inputs refused before the batch (missing, not a video) and one failing inside it (too large for
+    --max-side) each get a row with status failed and a note saying why."""
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    proc = co2("extract-flow", clip, tmp_path / "missing.mp4", tmp_path / "notes.mp4", "-o", tmp_path / "out",
+               "--max-side", "100", "--backend", "opencv", home=tmp_path / "home")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    rows: list[list[str]] = []
+    for line in proc.stderr.splitlines():
+        if line.startswith("│"):
+            cells = [cell.strip() for cell in line.split("│")[1:-1]]
+            if rows and not cells[1]:  # a folded continuation line of the row above
+                rows[-1] = [rows[-1][0] + cells[0]] + [f"{a} {b}".strip() for a, b in zip(rows[-1][1:], cells[1:])]
+            else:
+                rows.append(cells)
+    by_name = {row[0]: row for row in rows}
+    assert by_name["lift"][1] == "failed" and "100" in by_name["lift"][4], proc.stderr
+    assert by_name[str(tmp_path / "missing.mp4")][1:2] == ["failed"] and "not found" in by_name[
+        str(tmp_path / "missing.mp4")][4], proc.stderr
+    assert "not a video" in by_name[str(tmp_path / "notes.mp4")][4], proc.stderr
+
+
+def test_ray_jobs_count_an_explicit_flow_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Ray each worker resolves `auto` on its own device, so features made by either backend count as done
+    for `auto`; an explicit --flow-backend torch must not take OpenCV-made features (extract-features' skip and
+    localize's feature cache both decide by this identity)."""
+    from co2cli import extract
+    from co2cli.features import save
+    from co2cli.pipeline import FeatureSource
+
+    monkeypatch.setattr(extract, "installed_sha256", lambda streams: {})  # FeatureJob.installed: no store needed
+    opencv = FeatureExtractor(("flow",), "cpu", flow_backend="opencv", load_models=False)
+    save(tmp_path, "clip", np.zeros((2, 1024), np.float32), {**opencv.recipe(), "video_name": "clip"})
+    done = {backend: extract.FeatureJob.installed(tmp_path, ("flow",), "frame", backend).is_done("clip")
+            for backend in ("auto", "opencv", "torch")}
+    assert done == {"auto": True, "opencv": True, "torch": False}
+    source = FeatureSource(("flow",), torch.device("cpu"), flow_backend="torch")
+    source.weights_sha256 = lambda: {}  # type: ignore[method-assign]
+    assert source.identity(any_backend=True)["flow"] == {"region": "frame", "backend": "torch"}

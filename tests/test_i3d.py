@@ -149,6 +149,18 @@ def test_run_snippets_batches_channels_last(rgb_model: i3d.InceptionI3d, fixture
     np.testing.assert_allclose(feats[1], single[0], rtol=0, atol=1e-5)
 
 
+def test_run_snippets_equals_deepmind_on_the_clip16_snippet(rgb_model: i3d.InceptionI3d,
+                                                           fixture: dict[str, np.ndarray]) -> None:
+    """run_snippets (the extractor's entry point, channels-last frames in time order) gives DeepMind's Mixed_5c
+    average and logits for the clip16 snippet; the same frames in reverse order do not (I3D is not symmetric in
+    time), so a reordering inside run_snippets cannot pass."""
+    frames = fixture["clip16_uint8"].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    feats, logits = i3d.run_snippets(rgb_model, np.stack([frames, frames[::-1]]), batch_size=2)
+    assert max_abs(feats[0], fixture["clip16_mixed5c_avg"]) < ATOL_AVG
+    assert max_abs(logits[0], fixture["clip16_logits"]) < ATOL_LOGITS
+    assert max_abs(feats[1], fixture["clip16_mixed5c_avg"]) > 100 * ATOL_AVG  # the property the check relies on
+
+
 def test_wrong_input_shapes_are_one_line_errors(rgb_model: i3d.InceptionI3d) -> None:
     # Network code raises plain ValueError (no CLI types in i3d.py); the extractor never feeds such shapes.
     with pytest.raises(ValueError, match="expects input"):

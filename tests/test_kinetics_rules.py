@@ -186,6 +186,50 @@ def test_the_best_class_is_always_localized() -> None:
     assert_segments(got(make_logits(80, [(F, 40, 42, P_F)], seed=5)), [(F, 39, 44, R1_F)])
 
 
+# ---- the two 0.1 cut-offs, probed 5 % either side ----------------------------------------------------------------
+# A long block of L = 30 snippets of probability h (T = 64, k = 8 <= L: video score h). Its run at thresholds 1-3 is
+# first-1..last+1 (L + 2 snippets): inner mean (2 (2U + h) / 3 + 2 (U + 2h) / 3 + (L - 2) h) / (L + 2) =
+# (2U + L h) / (L + 2), outer (8 snippets each side, all U) = U, so Q = L (h - U) / (L + 2) + 0.2 v on
+# [first-1, last+2). The other runs overlap it by IoU >= 29/33 and decay below 0.01: Q is the class's only segment.
+LONG, LONG_FIRST = 30, 22
+
+
+def long_block_score(h: float, video_score: float) -> float:
+    return LONG * (h - U) / (LONG + 2) + 0.2 * video_score
+
+
+def h_for_score(score: float) -> float:
+    """The plateau h whose long block scores `score` (video score = h)."""
+    return (score + LONG * U / (LONG + 2)) / (LONG / (LONG + 2) + 0.2)
+
+
+def long_segment(cls: int, h: float) -> tuple[int, int, int, float]:
+    return (cls, LONG_FIRST - 1, LONG_FIRST + LONG + 1, long_block_score(h, h))
+
+
+@pytest.mark.parametrize("score, kept", [(0.105, True), (0.095, False)])
+def test_segment_score_cut_at_0_1(score: float, kept: bool) -> None:
+    """The only (hence best) class F, its one segment scoring 0.105 is kept, 0.095 is dropped (segments scoring
+    under 0.1 after soft-NMS are dropped, even for the best class)."""
+    h = h_for_score(score)
+    assert long_segment(F, h)[3] == pytest.approx(score, abs=1e-12)
+    logits = make_logits(64, [(F, LONG_FIRST, LONG_FIRST + LONG - 1, h)], seed=6)
+    assert_segments(got(logits), [long_segment(F, h)] if kept else [])
+
+
+@pytest.mark.parametrize("video_score, kept", [(0.105, True), (0.095, False)])
+def test_video_score_cut_at_0_1(video_score: float, kept: bool) -> None:
+    """A second class C with video score 0.105 is localized, with 0.095 it is not, though its one segment
+    (0.1185 / 0.107) would pass the segment cut either way. A (0.9 on 4..9) is the best class."""
+    logits = make_logits(64, [(A, 4, 9, 0.9), (C, LONG_FIRST, LONG_FIRST + LONG - 1, video_score)], seed=7)
+    _, _, scores = kinetics_proposals(logits)
+    assert scores[C] == pytest.approx(video_score, abs=1e-12)
+    assert long_block_score(video_score, video_score) > 0.105
+    v_a = (6 * 0.9 + 2 * U) / 8  # top 8 of A: 4 h, 2 (U + 2h) / 3, 2 (2U + h) / 3
+    expected = interior_block(A, 4, 0.9, v_a) + ([long_segment(C, video_score)] if kept else [])
+    assert_segments(got(logits), expected)
+
+
 # ---- the demo: co2 sample-video, then co2 localize --classes kinetics -------------------------------------------
 
 TENNIS_SHA256 = "9fb3c7170b4b1afcf1750e5b6506d97745a16841f855a7cfb3ec869601cc5447"  # pinned clip

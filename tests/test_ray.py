@@ -117,9 +117,20 @@ def cluster():
 def test_two_node_cluster_matches_local_executor(cluster, home: Path, clips: Path, local_run, tmp_path: Path) -> None:
     local_out, local_proc = local_run
     out = tmp_path / "ray_out"
-    proc = co2("extract-features", clips, "-o", out, "--streams", "rgb", "--executor", "ray",
+    out.mkdir()
+    np.save(out / "a.npy", np.zeros((1, 1024), np.float32))  # a stale output, also kept elsewhere (hard links)
+    (out / "a.json").write_text('{"stale": true}')
+    (tmp_path / "keep").mkdir()
+    for suffix in (".npy", ".json"):
+        os.link(out / f"a{suffix}", tmp_path / "keep" / f"a{suffix}")
+    old = {p.name: (p.stat().st_ino, p.read_bytes()) for p in (tmp_path / "keep").iterdir()}
+    proc = co2("extract-features", clips, "-o", out, "--streams", "rgb", "--executor", "ray", "--overwrite",
                "--ray-address", cluster.address, env=make_env(home))
     assert proc.returncode == 1, proc.stderr
+    # --overwrite replaced both files by rename (new inodes; the linked old files are untouched), never rewrote
+    # them in place, and kept no stale recipe (outputs equal the local run's below)
+    assert {p.name: (p.stat().st_ino, p.read_bytes()) for p in (tmp_path / "keep").iterdir()} == old
+    assert all((out / name).stat().st_ino != inode for name, (inode, _) in old.items())
     assert "2 worker(s)" in proc.stderr and "(2 nodes)" in proc.stderr
     assert outputs(out) == outputs(local_out)  # bit-identical features, equal recipes
     assert error_lines(proc) == error_lines(local_proc) and len(error_lines(proc)) == 1

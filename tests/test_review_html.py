@@ -315,3 +315,73 @@ def test_clicking_segments_seeks_the_video(browser, tmp_path):
 
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors  # e.g. a CSP violation or a script error
+
+
+# --- real browser: what a new user hit (odd names, a moved video, a phone-sized window) -------------------------
+
+ODD_NAMES = ["hash#1", "query?2", "back\\slash3", "tab\t4", "new\nline5"]
+
+
+def test_cli_page_plays_videos_with_odd_names(browser, tmp_path, i3d_rgb_weights):
+    """`co2 localize ... --html DIR` on videos named with '#', '?', a backslash, a tab and a newline: every player
+    loads its video (the src is percent-encoded; unencoded, Chromium looks for another file)."""
+    import subprocess
+    import sys
+
+    from tests.test_video_pipeline import cut_clip
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    clip = cut_clip(need(CLIP), tmp_path / "clip.mp4", 0.7)
+    if not browser.execute_script(
+            "return document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.42E01E\"');"):
+        clip = tmp_path / "clip.webm"
+        _webm_clip(clip, seconds=0.7)
+    for name in ODD_NAMES:
+        shutil.copyfile(clip, folder / f"{name}{clip.suffix}")
+    proc = subprocess.run([sys.executable, "-m", "co2cli.cli", "localize", *sorted(folder.iterdir()), "--classes",
+                           "kinetics", "--html", tmp_path / "page", "-q"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    browser.set_window_size(1280, 1000)
+    browser.get((tmp_path / "page" / "index.html").as_uri())
+    states = ("return Array.prototype.map.call(document.querySelectorAll('video'), function (v) {"
+              " return [v.readyState, v.error ? v.error.code : 0]; });")
+    _wait(browser, lambda d: all(r >= 1 or e for r, e in d.execute_script(states)), 15.0, "videos never loaded")
+    got = browser.execute_script(states)
+    assert len(got) == len(ODD_NAMES) and all(ready >= 1 and error == 0 for ready, error in got), got
+    assert not [e for e in browser.find_elements("css selector", ".video-error") if e.is_displayed()]
+
+
+def test_moved_video_says_so_in_the_page(browser, tmp_path):
+    page = tmp_path / "index.html"
+    page.write_text(render_review_page(sample_videos(src="gone/v_GGSY1Qvo990.mp4")), encoding="utf-8")
+    browser.set_window_size(1280, 1000)
+    browser.get(page.as_uri())
+    _wait(browser, lambda d: d.find_element("id", "video-error-0").is_displayed(), 10.0,
+          "no visible message for a video that cannot be loaded")
+    assert "gone/v_GGSY1Qvo990.mp4" in browser.find_element("id", "video-error-0").text
+
+
+def test_page_fits_a_400_px_window(browser, tmp_path):
+    """No sideways scrolling at 400 px; the time readout and every lane label are shown whole (not clipped)."""
+    videos = sample_videos(src="clip.mp4")  # not there: the player and its message both have to fit
+    long_label = ReviewSegment("passing American football (not in game)", 0.5, 2.0, 4.0)
+    videos[1] = ReviewVideo("features only.npy", None, 30.0, [*videos[1].segments, long_label])
+    page = tmp_path / "index.html"
+    page.write_text(render_review_page(videos), encoding="utf-8")
+    browser.set_window_size(400, 900)
+    browser.get(page.as_uri())
+    width = browser.execute_script("return document.documentElement.clientWidth")
+    assert width <= 400
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+    clipped = browser.execute_script("""
+        var out = [];
+        document.querySelectorAll('.time-readout, .readout, .lane-label').forEach(function (el) {
+          var r = el.getBoundingClientRect();
+          if (el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1 || r.right > innerWidth)
+            out.push([el.className, el.textContent, el.scrollWidth, el.clientWidth, el.scrollHeight,
+                      el.clientHeight, r.right]);
+        });
+        return out;""")
+    assert clipped == []

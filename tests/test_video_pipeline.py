@@ -143,14 +143,14 @@ def test_missing_weights_name_the_install_command(rgb_home: Path, short_clip: Pa
     env = make_env(rgb_home)
     proc = co2("extract-features", short_clip, "-o", tmp_path / "out", env=env)
     [line] = error_lines(proc)
-    assert proc.returncode == 1 and "co2 weights import" in line and "--streams rgb" in line
+    assert proc.returncode == 1 and "co2 weights install i3d-flow" in line and "--streams rgb" in line
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     proc = co2("localize", short_clip, "--classes", "thumos", env=env)
     [line] = error_lines(proc)
     assert proc.returncode == 1 and "co2-thumos" in line and "co2 weights import" in line
     proc = co2("localize", short_clip, "--classes", "thumos", "-c", need(CKPT), env=env)
     [line] = error_lines(proc)
-    assert proc.returncode == 1 and "i3d-flow" in line and "co2 weights import" in line
+    assert proc.returncode == 1 and "i3d-flow" in line and "co2 weights install i3d-flow" in line
 
 
 def _bad_inputs(folder: Path, good: Path) -> dict[str, str]:

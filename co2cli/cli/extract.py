@@ -82,7 +82,7 @@ def extract_features(
                                      flow_region=flow_region.value, precision=precision.value)
     # On Ray, `auto` lets each worker pick its flow backend, so an output made by either counts as done.
     job = (FeatureJob(output, extractor.identity()) if extractor is not None
-           else FeatureJob.installed(output, chosen, flow_region.value, precision=precision.value))
+           else FeatureJob.installed(output, chosen, flow_region.value, flow_backend.value, precision.value))
 
     def spec() -> Any:
         from co2cli.distributed import WorkerSpec
@@ -136,7 +136,7 @@ def extract_flow(
 def _flow_job(cluster: Any, output: Path, fmt: str, device: Device, backend: FlowBackend, region: FlowRegion,
               flow_workers: int | None, max_side: int | None) -> tuple[Any, Pool]:
     """(the flow job, the pool of the chosen executor): no I3D weights are read or shipped."""
-    from co2cli.extract import FeatureExtractor
+    from co2cli.extract import FeatureExtractor, worker_flow_backend
     from co2cli.flowfiles import FlowJob
 
     def local() -> FeatureExtractor:
@@ -152,6 +152,5 @@ def _flow_job(cluster: Any, output: Path, fmt: str, device: Device, backend: Flo
     extractor = local() if cluster is None else None  # built before the batch, as extract-features does
     # A local output is done when made by the backend this process resolves `auto` to; on Ray each worker
     # resolves `auto` on its own device, so an output made by either counts as done.
-    done_by = extractor.flow_backend if extractor is not None else (
-        None if backend is FlowBackend.auto else backend.value)
+    done_by = extractor.flow_backend if extractor is not None else worker_flow_backend(backend.value)
     return FlowJob(output, fmt, region.value, done_by), open_pool(cluster, lambda: extractor, spec)

