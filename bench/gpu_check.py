@@ -98,6 +98,11 @@ def check_i3d(data: Path, device: str) -> dict:
         rate = len(big) / seconds
         report[f"snippets_per_s_batch{batch}"] = rate
         report[f"s_per_minute_one_stream_batch{batch}"] = SNIPPETS_PER_MINUTE / rate
+    bf16, _ = i3d.run_snippets(model, clip, batch_size=2, precision="bf16")  # --precision bf16 (autocast)
+    cosine = (bf16 * feats).sum(1) / (np.linalg.norm(bf16, axis=1) * np.linalg.norm(feats, axis=1))
+    report["bf16_cosine_vs_fp32_min"] = float(cosine.min())
+    seconds, _ = timed(lambda: i3d.run_snippets(model, big, batch_size=32, precision="bf16"))
+    report["bf16_snippets_per_s_batch32"] = len(big) / seconds
     return report
 
 
