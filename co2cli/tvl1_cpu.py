@@ -153,7 +153,7 @@ def _solve_level(i0: np.ndarray, i1: np.ndarray, u1: np.ndarray, u2: np.ndarray,
                        params.outer_iterations * params.inner_iterations, params.inner_iterations], np.float64)
     ksize = params.median_filtering if params.median_filtering > 1 else 0
     med = (_network(ksize), ksize) if ksize else (np.zeros((0, 2), np.int64), 0)
-    scratch = (np.empty((h, wp), _F32), np.empty_like(i0), np.empty(wp, np.float64), np.zeros(wp, _F32),
+    scratch = (np.empty((h, wp), _F32), np.empty_like(i0), np.empty(wp, _F32), np.zeros(wp, _F32),
                _median_scratch(w, max(ksize, 1)))
     serial = 0
     for warp in range(params.warps):

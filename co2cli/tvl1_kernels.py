@@ -463,25 +463,23 @@ def padded_width(w):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, rho_c, l_t, theta,
-                    terms, acc64):
+def _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, rho_c, l_t, theta, terms, acc):
     """Row r: u update with divergence of p (q12/q22 = row r-1 of p12/p22, zeros on row 0; column 0 adds v1 + v2
-    first, as OpenCV); error terms into `terms` and float64 column sums `acc64`."""
+    first, as OpenCV); error terms into `terms`, float32 column sums into `acc`. p is only read here, so the
+    x-divergence loads p[x - 1] directly (no loop-carried value: the loop vectorises 16 wide)."""
     w = u1.shape[1]
-    n1, n2, t = _u_pixel(u1[r, 0], u2[r, 0], i1wx[r, 0], i1wy[r, 0], grad[r, 0], rho_c[r, 0],
-                         (p11[r, 0] + p12[r, 0]) - q12[0], (p21[r, 0] + p22[r, 0]) - q22[0], l_t, theta)
-    u1[r, 0], u2[r, 0], terms[r, 0] = n1, n2, t
-    acc64[0] += np.float64(t)
-    pr11, pr21 = p11[r, 0], p21[r, 0]
+    U1, U2, P11, P12, P21, P22, T = u1[r], u2[r], p11[r], p12[r], p21[r], p22[r], terms[r]
+    IX, IY, G, RC = i1wx[r], i1wy[r], grad[r], rho_c[r]
+    n1, n2, t = _u_pixel(U1[0], U2[0], IX[0], IY[0], G[0], RC[0],
+                         (P11[0] + P12[0]) - q12[0], (P21[0] + P22[0]) - q22[0], l_t, theta)
+    U1[0], U2[0], T[0] = n1, n2, t
+    acc[0] += t
     for x in range(1, w):  # the padded width: the pad columns are scratch
-        c11, c21 = p11[r, x], p21[r, x]
-        d1 = (c11 - pr11) + (p12[r, x] - q12[x])
-        d2 = (c21 - pr21) + (p22[r, x] - q22[x])
-        pr11, pr21 = c11, c21
-        n1, n2, t = _u_pixel(u1[r, x], u2[r, x], i1wx[r, x], i1wy[r, x], grad[r, x], rho_c[r, x], d1, d2, l_t,
-                             theta)
-        u1[r, x], u2[r, x], terms[r, x] = n1, n2, t
-        acc64[x] += np.float64(t)
+        d1 = (P11[x] - P11[x - 1]) + (P12[x] - q12[x])
+        d2 = (P21[x] - P21[x - 1]) + (P22[x] - q22[x])
+        n1, n2, t = _u_pixel(U1[x], U2[x], IX[x], IY[x], G[x], RC[x], d1, d2, l_t, theta)
+        U1[x], U2[x], T[x] = n1, n2, t
+        acc[x] += t
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -522,22 +520,26 @@ def _dual_row(r, w, u1, u2, p11, p12, p21, p22, taut, zrow):
 
 
 @njit(cache=True, error_model="numpy")
-def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, l_t, theta, taut, terms, acc64, zrow, w):
+def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, l_t, theta, taut, terms, acc, zrow, w):
     """One inner iteration in one pass: row r's u update, then row r-1's dual update (its u rows are final and
-    row r no longer needs p of row r-1). Returns the float64 sum of the error terms of the image's w columns.
+    row r no longer needs p of row r-1). Returns the float64 sum of the float32 column sums (`acc`, each a serial
+    sum over the rows) of the error terms of the image's w columns: see `stopped` for its error bound.
 
     Planes are (H, padded_width(w)): the loops run over the whole padded row so that they vectorise without a
     scalar remainder; the pad columns (data planes 0 there) compute values that no image column reads."""
     h = u1.shape[0]
-    acc64[:] = 0.0
+    acc[:] = 0.0
     for r in range(h):
         q12 = p12[r - 1] if r > 0 else zrow
         q22 = p22[r - 1] if r > 0 else zrow
-        _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, rho_c, l_t, theta, terms, acc64)
+        _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, rho_c, l_t, theta, terms, acc)
         if r > 0:
             _dual_row(r - 1, w, u1, u2, p11, p12, p21, p22, taut, zrow)
     _dual_row(h - 1, w, u1, u2, p11, p12, p21, p22, taut, zrow)
-    return acc64[:w].sum()
+    total = 0.0
+    for x in range(w):
+        total += np.float64(acc[x])
+    return total
 
 
 @njit(cache=True, error_model="numpy")
@@ -551,17 +553,23 @@ def serial_sum(terms):
 
 
 @njit(cache=True, error_model="numpy")
-def stopped(sum64, terms, threshold):
-    """Is OpenCV's serial float32 sum of `terms` <= threshold? Settled by the float64 sum `sum64` unless the
-    threshold lies within the bound on how far any serial float32 sum of these n non-negative terms can be
-    from it (n u / (1 - n u), u = 2^-24, plus subnormal slack); then the serial sum is taken.
-    Returns (stop, whether the serial sum was needed)."""
-    n = terms.size
+def stopped(estimate, terms, threshold):
+    """Is OpenCV's serial float32 sum of `terms` (H, W) <= threshold? Settled by `estimate` (the float64 sum of
+    float32 column sums, as `sweep` returns) unless the threshold lies within the bound on how far the two can
+    be apart; then the serial sum is taken. Returns (stop, whether the serial sum was needed).
+
+    Bound: any serial float32 sum of k non-negative terms is within g(k) = k u / (1 - k u) (u = 2^-24) of their
+    exact sum S, so |serial - S| <= g(n) S and |estimate - S| <= g(H) S (+ the float64 sum, below 2^-40 S);
+    with S <= estimate / (1 - g(H)), |serial - estimate| <= (g(n) + g(H)) / (1 - g(H)) estimate, widened by
+    0.1 % and by n 2^-149 for subnormal terms."""
+    n, h = terms.size, terms.shape[0]
     unit = 2.0**-24
-    bound = sum64 * (n * unit / (1.0 - n * unit) * 1.001) + n * 2.0**-149
-    if sum64 - bound > threshold:
+    gn = n * unit / (1.0 - n * unit)
+    gh = h * unit / (1.0 - h * unit)
+    bound = estimate * ((gn + gh + 2.0**-40) / (1.0 - gh) * 1.001) + n * 2.0**-149
+    if estimate - bound > threshold:
         return False, False
-    if sum64 + bound <= threshold:
+    if estimate + bound <= threshold:
         return True, False
     return np.float64(serial_sum(terms)) <= threshold, True
 
@@ -581,7 +589,7 @@ def run_warp(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts, limits
     [threshold, max iterations, inner iterations]; med = (sorting network, k), k = 0 for no median.
     Planes are padded to (H, padded_width(w)) as `sweep` needs; the median sees the image's w columns.
     Returns (iterations run, serial sums taken); u1/u2 are updated in place."""
-    terms, tmp, acc64, zrow, cols = scratch
+    terms, tmp, acc, zrow, cols = scratch
     network, k = med
     threshold = limits[0]
     max_iter, inner = int(limits[1]), int(limits[2])
@@ -593,7 +601,7 @@ def run_warp(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts, limits
             median_blur(u2, tmp, network, cols)
             _copy(tmp, u2)
         s = sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts[0], consts[1], consts[2], terms,
-                  acc64, zrow, w)
+                  acc, zrow, w)
         stop, serial = stopped(s, terms[:, :w], threshold)
         n_serial += serial
         if stop:
