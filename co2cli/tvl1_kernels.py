@@ -104,10 +104,46 @@ def _floor(v):
     return i - 1 if _F32(i) > v else i
 
 
-@njit(cache=True, error_model="numpy", inline="always")
-def _chain(t0, t1, t2, t3, w):
-    """One tap row of the cubic with weights w (4-tuple): t0 * w0, then an FMA per further tap (OpenCV 5.1)."""
-    return fma32(t3, w[3], fma32(t2, w[2], fma32(t1, w[1], t0 * w[0])))
+@intrinsic
+def cubic_taps(typingctx, src, y, ix, wx0, wx1, wx2, wx3, wy0, wy1, wy2, wy3):
+    """The cubic interpolation of the three planes of src (H, W, 4 float32, planes interleaved per pixel) from
+    the 4x4 taps whose first is (row y, column ix), weights wx along x and wy along y: each tap row is t0 * wx0
+    then an FMA per further tap (OpenCV 5.1's order), then the rows the same way with wy. The four interleaved
+    planes of one tap are one <4 x float> load, so every operation does the three planes (and the zero plane)
+    at once: LLVM's vectoriser does not find this on its own. Returns (I1, I1x, I1y) at the point."""
+    sig = types.UniTuple(types.float32, 3)(src, y, ix, wx0, wx1, wx2, wx3, wy0, wy1, wy2, wy3)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        v4 = ir.VectorType(ir.FloatType(), 4)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        name = "llvm.fma.v4f32"
+        fma = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(v4, [v4] * 3), name)
+
+        def splat(x):
+            one = builder.insert_element(ir.Constant(v4, ir.Undefined), x, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, ir.Constant(v4, ir.Undefined), ir.Constant(ir.VectorType(i32, 4), [0] * 4))
+
+        wx, wy = [splat(a) for a in args[3:7]], [splat(a) for a in args[7:11]]
+        row = builder.mul(builder.extract_value(ary.shape, 1), ir.Constant(i64, 4))  # floats per row
+        first = builder.add(builder.mul(args[1], row), builder.mul(args[2], ir.Constant(i64, 4)))
+        acc = None
+        for j in range(4):
+            start = builder.add(first, builder.mul(ir.Constant(i64, j), row))
+            taps = []
+            for i in range(4):
+                ptr = builder.gep(ary.data, [builder.add(start, ir.Constant(i64, 4 * i))], inbounds=True)
+                load = builder.load(builder.bitcast(ptr, v4.as_pointer()))
+                load.align = 4
+                taps.append(load)
+            r = builder.fmul(taps[0], wx[0])
+            for i in range(1, 4):
+                r = builder.call(fma, [taps[i], wx[i], r])
+            acc = builder.fmul(r, wy[0]) if j == 0 else builder.call(fma, [r, wy[j], acc])
+        planes = [builder.extract_element(acc, ir.Constant(i32, c)) for c in range(3)]
+        return context.make_tuple(builder, signature.return_type, planes)
+
+    return sig, codegen
 
 
 REMAP_FRAME = 4
@@ -138,35 +174,22 @@ def warp_data(i0, src, u1, u2, i1wx, i1wy, grad, rho_c):
     """buildFlowMap + remap(INTER_CUBIC, BORDER_CONSTANT 0) of I1, I1x, I1y at (x + u1, y + u2) + calcGradRho:
     grad = I1wx^2 + I1wy^2, rho_c = I1w - I1wx * u1 - I1wy * u2 - I0.
 
-    src: (H + 8, W + 8, 4) I1, I1x, I1y (and a 0 plane) interleaved per pixel (the taps of the three planes
-    share cache lines), in a zero frame of REMAP_FRAME px. Positions are clamped to +-2^24 px (NaN ->
+    src: (H + 8, W + 8, 4) I1, I1x, I1y (and a 0 plane) interleaved per pixel (`cubic_taps` does the three
+    planes in one vector), in a zero frame of REMAP_FRAME px. Positions are clamped to +-2^24 px (NaN ->
     -2^24) as in OpenCV; each tap row is an FMA chain along x, then one along y (OpenCV 5.1's order).
     """
     h, w = i0.shape
-    fr = REMAP_FRAME
     wts = np.empty((8, w), np.float32)  # per row: x weights 0..3, y weights 0..3
     tap = np.empty((2, w), np.int64)  # per row: first tap column, row (framed)
     for r in range(h):
         _tap_row(r, u1, u2, w, h, wts, tap)
         for x in range(w):
-            a1, a2 = u1[r, x], u2[r, x]
-            ix, iy = tap[0, x], tap[1, x]
-            wx = (wts[0, x], wts[1, x], wts[2, x], wts[3, x])
-            wy0, wy1, wy2, wy3 = wts[4, x], wts[5, x], wts[6, x], wts[7, x]
-            v = gx = gy = _F32(0.0)
-            for j in range(4):  # constant trip count: unrolled, the selects folded
-                y = iy + j
-                r0 = _chain(src[y, ix, 0], src[y, ix + 1, 0], src[y, ix + 2, 0], src[y, ix + 3, 0], wx)
-                r1 = _chain(src[y, ix, 1], src[y, ix + 1, 1], src[y, ix + 2, 1], src[y, ix + 3, 1], wx)
-                r2 = _chain(src[y, ix, 2], src[y, ix + 1, 2], src[y, ix + 2, 2], src[y, ix + 3, 2], wx)
-                wy = wy0 if j == 0 else (wy1 if j == 1 else (wy2 if j == 2 else wy3))
-                v = r0 * wy if j == 0 else fma32(r0, wy, v)
-                gx = r1 * wy if j == 0 else fma32(r1, wy, gx)
-                gy = r2 * wy if j == 0 else fma32(r2, wy, gy)
+            v, gx, gy = cubic_taps(src, tap[1, x], tap[0, x], wts[0, x], wts[1, x], wts[2, x], wts[3, x],
+                                   wts[4, x], wts[5, x], wts[6, x], wts[7, x])
             i1wx[r, x] = gx
             i1wy[r, x] = gy
             grad[r, x] = gx * gx + gy * gy
-            rho_c[r, x] = ((v - gx * a1) - gy * a2) - i0[r, x]
+            rho_c[r, x] = ((v - gx * u1[r, x]) - gy * u2[r, x]) - i0[r, x]
 
 
 # ----------------------------------------------------------------------------------------------------------------
