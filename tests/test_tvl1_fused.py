@@ -47,8 +47,9 @@ def test_median_blur_matches_opencv_exactly() -> None:
 def test_generated_median_code_is_current() -> None:
     """tvl1_kernels holds a pasted copy of `median_source` (numba caches only functions defined in files)."""
     text = Path(kernels().__file__).read_text()
-    for k in (3, 5):
-        assert tvl1_cpu.median_source(k) in text
+    assert tvl1_cpu.median_source(3) in text
+    for name in ("median5_pairs", "median5_quads"):
+        assert tvl1_cpu.median5_source(name) in text
 
 
 @pytest.mark.parametrize("backend", ["ipp", "generic"])
