@@ -540,7 +540,7 @@ def _dual_row(r, w, u1, u2, p11, p12, p21, p22, taut, zrow):
     _dual_last(r, e, u1, u2, b1, b2, p11, p12, p21, p22, taut, zrow[0])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", pipeline_class=NoAliasPipeline)
 def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, l_t, theta, taut, terms, acc, zrow, w):
     """One inner iteration in one pass: row r's u update, then row r-1's dual update (its u rows are final and
     row r no longer needs p of row r-1). Returns the float64 sum of the float32 column sums (`acc`, each a serial
