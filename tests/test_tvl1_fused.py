@@ -52,6 +52,44 @@ def test_generated_median_code_is_current() -> None:
         assert tvl1_cpu.median5_source(name) in text
 
 
+def run_program(prog: np.ndarray, inputs: list[float], outputs: tuple[int, ...]) -> list[float]:
+    """Interpret a min/max program (rows is_max, out, a, b) the way the generated kernels do."""
+    v = dict(enumerate(inputs))
+    for is_max, o, a, b in prog.tolist():
+        lo, hi = (v[a], v[b]) if v[a] < v[b] else (v[b], v[a])
+        v[o] = hi if is_max else lo
+    return [v[i] for i in outputs]
+
+
+@pytest.mark.parametrize(("lengths", "ranks"), [((5, 5), tuple(range(10))), ((10, 10), tuple(range(7, 13)))])
+def test_median_merge_programs_give_the_ranks(lengths: tuple[int, int], ranks: tuple[int, ...]) -> None:
+    """The pruned merge programs behind median5_pairs / median5_quads return exactly the asked ranks of the
+    union of two sorted chains, against sorting, with ties (small integers) and without."""
+    prog, out = tvl1_cpu.merge_program(lengths, ranks)
+    rng = np.random.default_rng(5)
+    for trial in range(3000):
+        top = 4 if trial % 2 else 1000
+        chains = [sorted(rng.integers(0, top, n).tolist()) for n in lengths]
+        got = run_program(prog, chains[0] + chains[1], out)
+        assert got == [sorted(chains[0] + chains[1])[r] for r in ranks], (chains, got)
+
+
+def test_median5_selects_rank_12_from_quads_and_a_column() -> None:
+    """Window median = min(q12, max(q11, c0), ..., max(q7, c4)) for q the ranks of its first four columns and
+    c the sorted fifth: against np.median of the 25 values (odd count: the middle one)."""
+    rng = np.random.default_rng(6)
+    w = 37
+    cols = np.sort(rng.integers(0, 6, (5, w + 4)).astype(np.float32), axis=0)
+    pairs, quads = np.empty((10, w + 3), np.float32), np.empty((6, w), np.float32)
+    out = np.empty((1, w), np.float32)
+    k = kernels()
+    k.median5_pairs(cols, pairs)
+    k.median5_quads(pairs, quads)
+    k.median5_select(quads, cols, out, 0)
+    expected = [np.median(cols[:, x:x + 5]) for x in range(w)]
+    np.testing.assert_array_equal(out[0], np.float32(expected))
+
+
 @pytest.mark.parametrize("backend", ["ipp", "generic"])
 def test_linear_resize_matches_opencv(backend: tvl1_params.ResizeBackend) -> None:
     if backend == "ipp" and not cv2.ipp.useIPP():
@@ -106,6 +144,21 @@ def test_stopping_uses_opencvs_serial_float32_sum() -> None:
         assert stopped(exact, terms, threshold) == (serial_stops, True)
     terms = np.full((224, 224), 1e-4, np.float32)
     assert stopped(float(terms.astype(np.float64).sum()), terms, 0.01 * 0.01 * terms.size * 2) == (True, False)
+
+
+def test_stopping_band_covers_the_column_sum_estimate() -> None:
+    """sweep's estimate is a float64 sum of float32 column sums (H terms each): it can be g(H) S from the exact
+    sum S, the serial sum g(n) S (g(k) = k 2^-24 / (1 - k 2^-24)). A threshold inside that combined band, but
+    outside g(n) alone, must still be settled by the serial sum; one just outside the band must not."""
+    stopped = kernels().stopped
+    h, w = 256, 64
+    terms = np.full((h, w), 1e-3, np.float32)
+    estimate = float(sum(np.float64(np.cumsum(terms[:, x], dtype=np.float32)[-1]) for x in range(w)))
+    g = lambda k: k * 2.0**-24 / (1 - k * 2.0**-24)  # noqa: E731
+    assert stopped(estimate, terms, estimate * (1 + g(terms.size) + 0.5 * g(h)))[1]
+    assert stopped(estimate, terms, estimate * (1 - g(terms.size) - 0.5 * g(h)))[1]
+    assert stopped(estimate, terms, estimate * (1 + 1.01 * (g(terms.size) + g(h)))) == (True, False)
+    assert stopped(estimate, terms, estimate * (1 - 1.01 * (g(terms.size) + g(h)))) == (False, False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
