@@ -219,7 +219,7 @@ def _solve_level(i0: np.ndarray, i1: np.ndarray, u1: np.ndarray, u2: np.ndarray,
     uu = [np.zeros((h, wp), _F32) for _ in range(2)]  # u1, u2 in padded planes (see `sweep`)
     uu[0][:, :w], uu[1][:, :w] = u1, u2
     p = [np.zeros((h, wp), _F32) for _ in range(4)]
-    warped = [np.zeros((h, wp), _F32) for _ in range(4)]  # i1wx, i1wy, grad, rho_c; 0 on the pad columns
+    warped = [np.zeros((h, wp), _F32) for _ in range(3)]  # i1wx, i1wy, rho_c; 0 on the pad columns
     consts = np.array([_f32(params.lambda_ * params.theta), _f32(params.theta), _f32(params.tau / params.theta)],
                       _F32)
     limits = np.array([_f32(params.epsilon * params.epsilon * h * w),

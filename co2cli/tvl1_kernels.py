@@ -181,9 +181,9 @@ def _tap_row(r, u1, u2, w, h, wts, tap):
 
 
 @njit(cache=True, error_model="numpy")
-def warp_data(i0, src, u1, u2, i1wx, i1wy, grad, rho_c):
-    """buildFlowMap + remap(INTER_CUBIC, BORDER_CONSTANT 0) of I1, I1x, I1y at (x + u1, y + u2) + calcGradRho:
-    grad = I1wx^2 + I1wy^2, rho_c = I1w - I1wx * u1 - I1wy * u2 - I0.
+def warp_data(i0, src, u1, u2, i1wx, i1wy, rho_c):
+    """buildFlowMap + remap(INTER_CUBIC, BORDER_CONSTANT 0) of I1, I1x, I1y at (x + u1, y + u2) + calcGradRho's
+    rho_c = I1w - I1wx * u1 - I1wy * u2 - I0 (its grad = I1wx^2 + I1wy^2 is recomputed where used, `_u_pixel`).
 
     src: (H + 8, W + 8, 4) I1, I1x, I1y (and a 0 plane) interleaved per pixel (`cubic_taps` does the three
     planes in one vector), in a zero frame of REMAP_FRAME px. Positions are clamped to +-2^24 px (NaN ->
@@ -199,7 +199,6 @@ def warp_data(i0, src, u1, u2, i1wx, i1wy, grad, rho_c):
                                    wts[4, x], wts[5, x], wts[6, x], wts[7, x])
             i1wx[r, x] = gx
             i1wy[r, x] = gy
-            grad[r, x] = gx * gx + gy * gy
             rho_c[r, x] = ((v - gx * u1[r, x]) - gy * u2[r, x]) - i0[r, x]
 
 
@@ -460,9 +459,11 @@ def median_blur(u, out, network, cols):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _u_pixel(a1, a2, gx, gy, g, rc, d1, d2, l_t, theta):
+def _u_pixel(a1, a2, gx, gy, rc, d1, d2, l_t, theta):
     """estimateV (thresholding around the linearised data term) + u = v + theta * div p at one pixel; returns
-    (u1, u2, du1^2 + du2^2). a = u before, g = grad, rc = rho_c, d = div p."""
+    (u1, u2, du1^2 + du2^2). a = u before, g = I1wx^2 + I1wy^2 (recomputed: the same bits as calcGradRho's grad,
+    one plane less to read), rc = rho_c, d = div p."""
+    g = gx * gx + gy * gy
     rho = rc + (gx * a1 + gy * a2)
     ltg = g * l_t
     fi = -rho / g
@@ -484,21 +485,21 @@ def padded_width(w):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, rho_c, l_t, theta, terms, acc):
+def _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, rho_c, l_t, theta, terms, acc):
     """Row r: u update with divergence of p (q12/q22 = row r-1 of p12/p22, zeros on row 0; column 0 adds v1 + v2
     first, as OpenCV); error terms into `terms`, float32 column sums into `acc`. p is only read here, so the
     x-divergence loads p[x - 1] directly (no loop-carried value: the loop vectorises 16 wide)."""
     w = u1.shape[1]
     U1, U2, P11, P12, P21, P22, T = u1[r], u2[r], p11[r], p12[r], p21[r], p22[r], terms[r]
-    IX, IY, G, RC = i1wx[r], i1wy[r], grad[r], rho_c[r]
-    n1, n2, t = _u_pixel(U1[0], U2[0], IX[0], IY[0], G[0], RC[0],
+    IX, IY, RC = i1wx[r], i1wy[r], rho_c[r]
+    n1, n2, t = _u_pixel(U1[0], U2[0], IX[0], IY[0], RC[0],
                          (P11[0] + P12[0]) - q12[0], (P21[0] + P22[0]) - q22[0], l_t, theta)
     U1[0], U2[0], T[0] = n1, n2, t
     acc[0] += t
     for x in range(1, w):  # the padded width: the pad columns are scratch
         d1 = (P11[x] - P11[x - 1]) + (P12[x] - q12[x])
         d2 = (P21[x] - P21[x - 1]) + (P22[x] - q22[x])
-        n1, n2, t = _u_pixel(U1[x], U2[x], IX[x], IY[x], G[x], RC[x], d1, d2, l_t, theta)
+        n1, n2, t = _u_pixel(U1[x], U2[x], IX[x], IY[x], RC[x], d1, d2, l_t, theta)
         U1[x], U2[x], T[x] = n1, n2, t
         acc[x] += t
 
@@ -541,7 +542,7 @@ def _dual_row(r, w, u1, u2, p11, p12, p21, p22, taut, zrow):
 
 
 @njit(cache=True, error_model="numpy", pipeline_class=NoAliasPipeline)
-def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, l_t, theta, taut, terms, acc, zrow, w):
+def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, rho_c, l_t, theta, taut, terms, acc, zrow, w):
     """One inner iteration in one pass: row r's u update, then row r-1's dual update (its u rows are final and
     row r no longer needs p of row r-1). Returns the float64 sum of the float32 column sums (`acc`, each a serial
     sum over the rows) of the error terms of the image's w columns: see `stopped` for its error bound.
@@ -553,7 +554,7 @@ def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, l_t, theta, taut,
     for r in range(h):
         q12 = p12[r - 1] if r > 0 else zrow
         q22 = p22[r - 1] if r > 0 else zrow
-        _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, grad, rho_c, l_t, theta, terms, acc)
+        _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, rho_c, l_t, theta, terms, acc)
         if r > 0:
             _dual_row(r - 1, w, u1, u2, p11, p12, p21, p22, taut, zrow)
     _dual_row(h - 1, w, u1, u2, p11, p12, p21, p22, taut, zrow)
@@ -604,7 +605,7 @@ def _copy(src, dst):
 
 
 @njit(cache=True, error_model="numpy")
-def run_warp(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts, limits, med, scratch, w):
+def run_warp(u1, u2, p11, p12, p21, p22, i1wx, i1wy, rho_c, consts, limits, med, scratch, w):
     """The inner iterations of one warp: median of u before iterations 0, inner, 2 inner, ... (when on), one
     fused sweep per iteration, OpenCV's stopping rule. consts = float32 [l_t, theta, taut]; limits = float64
     [threshold, max iterations, inner iterations]; med = (sorting network, k), k = 0 for no median.
@@ -621,8 +622,8 @@ def run_warp(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts, limits
             _copy(tmp, u1)
             median_blur(u2, tmp, network, cols)
             _copy(tmp, u2)
-        s = sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, consts[0], consts[1], consts[2], terms,
-                  acc, zrow, w)
+        s = sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, rho_c, consts[0], consts[1], consts[2], terms, acc, zrow,
+                  w)
         stop, serial = stopped(s, terms[:, :w], threshold)
         n_serial += serial
         if stop:

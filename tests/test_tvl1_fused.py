@@ -105,9 +105,10 @@ def test_linear_resize_matches_opencv(backend: tvl1_params.ResizeBackend) -> Non
                 check_close(up, cv2.resize(img, (dw, dh), interpolation=cv2.INTER_LINEAR), atol=1e-4)
 
 
-def test_cubic_remap_and_grad_rho_match_opencv() -> None:
+def test_cubic_remap_and_rho_match_opencv() -> None:
     """warp_data remaps channels 1 and 2 of its source (I1x, I1y in TV-L1) with OpenCV's INTER_CUBIC at
-    (x + u1, y + u2), positions beyond the border, NaN and far away included; grad and rho_c follow."""
+    (x + u1, y + u2), positions beyond the border, NaN and far away included; rho_c follows (grad is recomputed
+    from I1wx, I1wy where the u update uses it)."""
     rng = np.random.default_rng(0)
     fr = kernels().REMAP_FRAME
     for h, w, margin in [(40, 57, 6.0), (224, 224, 3.0)]:
@@ -119,16 +120,15 @@ def test_cubic_remap_and_grad_rho_match_opencv() -> None:
         src = np.zeros((h + 2 * fr, w + 2 * fr, 4), np.float32)
         src[fr:-fr, fr:-fr, :3] = planes.transpose(1, 2, 0)
         i0 = planes[0].copy()
-        out = [np.empty((h, w), np.float32) for _ in range(4)]
+        out = [np.empty((h, w), np.float32) for _ in range(3)]
         kernels().warp_data(i0, src, u1, u2, *out)
         maps = (np.float32(np.arange(w)) + u1, np.float32(np.arange(h))[:, None] + u2)  # = mx, my as float32
         ref = [cv2.remap(planes[c], *maps, cv2.INTER_CUBIC) for c in range(3)]
         check_close(out[0], ref[1], atol=1e-4)
         check_close(out[1], ref[2], atol=1e-4)
-        check_close(out[2], ref[1] * ref[1] + ref[2] * ref[2], atol=1e-2)
         rho = ((ref[0] - ref[1] * u1) - ref[2] * u2) - i0
         ok = np.isfinite(rho)
-        check_close(out[3][ok], rho[ok], atol=1e-2)
+        check_close(out[2][ok], rho[ok], atol=1e-2)
 
 
 def test_stopping_uses_opencvs_serial_float32_sum() -> None:
