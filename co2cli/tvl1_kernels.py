@@ -524,21 +524,19 @@ def _dual_row(r, w, u1, u2, p11, p12, p21, p22, taut, zrow):
     """Row r: forward gradient of u (rows r and r+1 final; 0 on the last column / row) + dual update.
 
     The vector loop runs over the padded width but its last column (a multiple of the vector length, no scalar
-    remainder); the image's last column w - 1 is then (re)done from its saved p as a last column. The pad
-    columns are scratch that no image column reads."""
+    remainder). With pad columns, `sweep` has replicated the image's last u column into the first pad column,
+    so the last column's x-gradient comes out as OpenCV's 0 (u - u = +0) inside the loop; without them, the
+    last column is done apart. The pad columns are scratch that no image column reads."""
     h, wp = u1.shape
     b1 = u1[r + 1] if r < h - 1 else u1[r]
     b2 = u2[r + 1] if r < h - 1 else u2[r]
-    e = w - 1
-    s11, s12, s21, s22 = p11[r, e], p12[r, e], p21[r, e], p22[r, e]
     for x in range(wp - 1):
         a1, a2 = u1[r, x], u2[r, x]
         u1y, u2y = b1[x] - a1, b2[x] - a2
         p11[r, x], p12[r, x] = _dual_pixel(p11[r, x], p12[r, x], u1[r, x + 1] - a1, u1y, taut)
         p21[r, x], p22[r, x] = _dual_pixel(p21[r, x], p22[r, x], u2[r, x + 1] - a2, u2y, taut)
-    if e < wp - 1:  # the vector loop did column e as an inner one; the pad column wp - 1 (never read) is left
-        p11[r, e], p12[r, e], p21[r, e], p22[r, e] = s11, s12, s21, s22
-    _dual_last(r, e, u1, u2, b1, b2, p11, p12, p21, p22, taut, zrow[0])
+    if w == wp:
+        _dual_last(r, w - 1, u1, u2, b1, b2, p11, p12, p21, p22, taut, zrow[0])
 
 
 @njit(cache=True, error_model="numpy", pipeline_class=NoAliasPipeline)
@@ -555,6 +553,9 @@ def sweep(u1, u2, p11, p12, p21, p22, i1wx, i1wy, rho_c, l_t, theta, taut, terms
         q12 = p12[r - 1] if r > 0 else zrow
         q22 = p22[r - 1] if r > 0 else zrow
         _estimate_u_row(r, u1, u2, p11, p12, p21, p22, q12, q22, i1wx, i1wy, rho_c, l_t, theta, terms, acc)
+        if w < u1.shape[1]:  # replicate the last column for `_dual_row`'s x-gradient (u - u = +0, as OpenCV)
+            u1[r, w] = u1[r, w - 1]
+            u2[r, w] = u2[r, w - 1]
         if r > 0:
             _dual_row(r - 1, w, u1, u2, p11, p12, p21, p22, taut, zrow)
     _dual_row(h - 1, w, u1, u2, p11, p12, p21, p22, taut, zrow)

@@ -214,6 +214,15 @@ def test_equals_opencv_on_whole_frames() -> None:
     assert max(int(st.iterations.max()) for st in stats) > 30
 
 
+@pytest.mark.parametrize("width", [49, 50, 63])
+def test_equals_opencv_on_odd_widths(width: int) -> None:
+    """Planes are padded to 16k + 1 columns: 49 fills them exactly (its last column is done apart), 50 leaves
+    15 pad columns, 63 one; every pyramid level of these meets other cases. Cut from a pair that moves
+    everywhere (about 2 px)."""
+    frames = decoded_frames("v_ZNVhz7ctTq0", 3)
+    check_pairs([frames[1][:80, 100:100 + width]], [frames[2][:80, 100:100 + width]], [f"width {width}"])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The flow backend
 
