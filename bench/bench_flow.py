@@ -4,7 +4,7 @@ fused CPU backend per core (one process per core for both, rounds interleaved so
 the machine hits both alike; the median round counts); then the whole two-stream extraction per minute of video.
 
     .venv/bin/python bench/bench_flow.py [--pairs 8] [--batch 8] [--rounds 3] [--video PATH] [--skip-pipeline]
-                                         [--json OUT]
+                                         [--pipeline-rounds N] [--pipeline-only new] [--json OUT]
 
 Prints frame pairs per second and seconds per minute of 25 fps video (1500 fields) for each row, with ratios to
 OpenCV in one process, and the torch backend's end-point error against OpenCV on the same pairs. Asserts nothing
@@ -208,9 +208,11 @@ def _extractor(backend: str, precision: str, overlap: bool):  # noqa: ANN202
     return extractor
 
 
-def bench_pipeline(path: Path, rounds: int, chunk_snippets: int) -> list[dict]:
+def bench_pipeline(path: Path, rounds: int, chunk_snippets: int, only: str = "") -> list[dict]:
     """Whole two-stream extraction (frame region) per minute of video: old vs new settings, on 1 CPU and on all,
-    each run a fresh pinned subprocess, runs interleaved in alternating order; medians of wall and CPU seconds."""
+    each run a fresh pinned subprocess, runs interleaved in alternating order; medians of wall and CPU seconds.
+    `only`: comma-separated words; settings whose name contains none of them are left out (the old setting
+    takes ~10x the others: leave it out to repeat the new ones)."""
     from co2cli import weights
 
     try:
@@ -220,8 +222,9 @@ def bench_pipeline(path: Path, rounds: int, chunk_snippets: int) -> list[dict]:
         return []
     seconds_of_video = float(video.probe(path).duration_s or 0)
     cores = flow.default_workers()
+    words = [w for w in only.split(",") if w]
     runs = [(name, cpus) for cpus in sorted({1, cores}) for name in PIPELINE_CONFIGS
-            if cpus == cores or "sequential" not in name]
+            if (cpus == cores or "sequential" not in name) and (not words or any(w in name for w in words))]
     got: dict[tuple[str, int], list[dict]] = {run: [] for run in runs}
     for r in range(rounds):
         for run in (runs if r % 2 == 0 else runs[::-1]):
@@ -241,9 +244,9 @@ def _pipeline_rows(got: dict, seconds_of_video: float, path: Path) -> list[dict]
     for (name, cpus), runs in got.items():
         wall = statistics.median(v["wall_s"] for v in runs) * per_minute
         cpu = statistics.median(v["cpu_s"] for v in runs) * per_minute
-        old = got[(next(iter(PIPELINE_CONFIGS)), cpus)]
-        ratio = statistics.median(v["wall_s"] for v in old) * per_minute / wall
-        print(f"  {name:<48} {cpus:>4} {runs[0]['i3d_threads']:>7} {wall:11.1f} {cpu:10.1f} {ratio:6.2f}x  "
+        old = got.get((next(iter(PIPELINE_CONFIGS)), cpus))
+        ratio = f"{statistics.median(v['wall_s'] for v in old) * per_minute / wall:6.2f}x" if old else "    - "
+        print(f"  {name:<48} {cpus:>4} {runs[0]['i3d_threads']:>7} {wall:11.1f} {cpu:10.1f} {ratio}  "
               f"{runs[0]['sha256']}")
         out.append({"name": f"pipeline {name}", "cpus": cpus, "s_per_minute": wall, "cpu_s_per_minute": cpu,
                     "sha256": runs[0]["sha256"]})
@@ -261,6 +264,8 @@ def main() -> None:
     parser.add_argument("--video", type=Path, default=SAMPLES / "v_GGSY1Qvo990.mp4")
     parser.add_argument("--pipeline-video", type=Path, default=None, help="clip for the whole-pipeline rows")
     parser.add_argument("--pipeline-rounds", type=int, default=1, help="interleaved rounds of the pipeline rows")
+    parser.add_argument("--pipeline-only", default="",
+                        help="comma-separated words: only the pipeline settings whose name has one (e.g. new)")
     parser.add_argument("--pipeline-chunk-snippets", type=int, default=8,
                         help="snippets per chunk in the pipeline rows (smaller: a short clip still overlaps)")
     parser.add_argument("--skip-flow", action="store_true", help="only the whole-pipeline rows")
@@ -278,7 +283,7 @@ def main() -> None:
         results += per_core_rows(args.video, region, args.pairs, args.rounds)
     if not args.skip_pipeline:
         results += bench_pipeline(args.pipeline_video or args.video, args.pipeline_rounds,
-                                  args.pipeline_chunk_snippets)
+                                  args.pipeline_chunk_snippets, args.pipeline_only)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 
