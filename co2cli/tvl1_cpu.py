@@ -205,6 +205,19 @@ def _median_scratch(width: int, ksize: int) -> np.ndarray:
     return np.empty((ksize, width + ksize - 1), _F32)
 
 
+def _sweep_planes(h: int, wp: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """The sweep's ten (h, wp) float32 planes, zeroed: u1, u2; p11, p12, p21, p22; i1wx, i1wy, rho_c; terms. Cut
+    from one buffer with each plane starting 5 cache lines further into a 4 KB page than the one before, so the
+    sweep's parallel row streams do not all fall on the same offset within a page (measured ~5 % faster on the
+    whole-frame level, 256 x 353 planes)."""
+    size = h * wp
+    step = -(-size // 1024) * 1024 + 5 * 16  # floats: whole 4 KB pages, then 5 lines of 64 bytes
+    buf = np.zeros(10 * step + 16, _F32)
+    first = (-buf.ctypes.data % 64) // 4  # 64-byte aligned start
+    planes = [buf[first + i * step:first + i * step + size].reshape(h, wp) for i in range(10)]
+    return planes[0:2], planes[2:6], planes[6:9], planes[9]
+
+
 def _solve_level(i0: np.ndarray, i1: np.ndarray, u1: np.ndarray, u2: np.ndarray, params: TVL1Params,
                  iterations: np.ndarray) -> int:
     """procOneScale: refines u1, u2 (px) in place, fills iterations (warps,); returns the serial sums taken."""
@@ -217,17 +230,15 @@ def _solve_level(i0: np.ndarray, i1: np.ndarray, u1: np.ndarray, u2: np.ndarray,
     for c, plane in enumerate((i1, i1x, i1y)):
         src[fr:-fr, fr:-fr, c] = plane
     wp = k.padded_width(w)
-    uu = [np.zeros((h, wp), _F32) for _ in range(2)]  # u1, u2 in padded planes (see `sweep`)
+    uu, p, warped, terms = _sweep_planes(h, wp)
     uu[0][:, :w], uu[1][:, :w] = u1, u2
-    p = [np.zeros((h, wp), _F32) for _ in range(4)]
-    warped = [np.zeros((h, wp), _F32) for _ in range(3)]  # i1wx, i1wy, rho_c; 0 on the pad columns
     consts = np.array([_f32(params.lambda_ * params.theta), _f32(params.theta), _f32(params.tau / params.theta)],
                       _F32)
     limits = np.array([_f32(params.epsilon * params.epsilon * h * w),
                        params.outer_iterations * params.inner_iterations, params.inner_iterations], np.float64)
     ksize = params.median_filtering if params.median_filtering > 1 else 0
     med = (_network(ksize), ksize) if ksize else (np.zeros((0, 2), np.int64), 0)
-    scratch = (np.empty((h, wp), _F32), np.empty_like(i0), np.empty(wp, _F32), np.zeros(wp, _F32),
+    scratch = (terms, np.empty_like(i0), np.empty(wp, _F32), np.zeros(wp, _F32),
                _median_scratch(w, max(ksize, 1)))
     serial = 0
     for warp in range(params.warps):

@@ -61,6 +61,20 @@ def run_program(prog: np.ndarray, inputs: list[float], outputs: tuple[int, ...])
     return [v[i] for i in outputs]
 
 
+def test_sweep_planes_are_zeroed_apart_and_staggered() -> None:
+    """The sweep's ten planes: zeroed, C-contiguous (h, wp), disjoint, 64-byte aligned, and each at its own
+    offset within a 4 KB page (so their row streams do not collide in the caches)."""
+    uu, p, warped, terms = tvl1_cpu._sweep_planes(37, 49)
+    planes = [*uu, *p, *warped, terms]
+    assert len(planes) == 10
+    starts = [a.ctypes.data for a in planes]
+    for a in planes:
+        assert a.shape == (37, 49) and a.dtype == np.float32 and a.flags.c_contiguous and not a.any()
+    assert all(s % 64 == 0 for s in starts)
+    assert len({s % 4096 for s in starts}) == 10
+    assert all(b - a >= a_.nbytes for a, b, a_ in zip(starts, starts[1:], planes))
+
+
 @pytest.mark.parametrize(("lengths", "ranks"), [((5, 5), tuple(range(10))), ((10, 10), tuple(range(7, 13)))])
 def test_median_merge_programs_give_the_ranks(lengths: tuple[int, int], ranks: tuple[int, ...]) -> None:
     """The pruned merge programs behind median5_pairs / median5_quads return exactly the asked ranks of the
