@@ -50,50 +50,23 @@ def median_program(k: int) -> tuple[np.ndarray, int]:
     Returns (program rows (is_max, out, a, b), result id); ids < k*k are inputs, column id // k, rank id % k.
     """
     n = k * k
-    below = {c * k + r: {c * k + q for q in range(r + 1)} for c in range(k) for r in range(k)}  # id: ids <= it
-    wire = list(range(n)) + [-1] * ((1 << (n - 1).bit_length()) - n)  # -1 = +inf
-    prog, nxt = [], n
-    for i, j in _oddeven_merge_sort(len(wire)):
-        a, b = wire[i], wire[j]
-        if b == -1 or (a != -1 and a in below[b]):
-            continue  # already in order
-        if a == -1 or b in below[a]:
-            wire[i], wire[j] = b, a
-            continue
-        lo, hi = nxt, nxt + 1
-        nxt += 2
-        below[lo] = (below[a] & below[b]) | {lo}
-        below[hi] = below[a] | below[b] | {lo, hi}
-        for z, ids in below.items():  # whatever is >= a or >= b is >= their min
-            if z not in (lo, hi) and (a in ids or b in ids):
-                ids.add(lo)
-        prog += [(0, lo, a, b), (1, hi, a, b)]
-        wire[i], wire[j] = lo, hi
-    need, kept = {wire[n // 2]}, []
-    for ins in reversed(prog):
-        if ins[1] in need:
-            kept.append(ins)
-            need.update(ins[2:])
-    dense = {old: n + i for i, old in enumerate(ins[1] for ins in reversed(kept))}
-    rows = [(m, dense[o], dense.get(a, a), dense.get(b, b)) for m, o, a, b in reversed(kept)]
-    return np.array(rows, dtype=np.int64).reshape(-1, 4), dense.get(wire[n // 2], wire[n // 2])
+    columns = [list(range(c * k, c * k + k)) for c in range(k)]
+    wire = list(range(n)) + [-1] * ((1 << (n - 1).bit_length()) - n)  # columns packed, -1 = +inf
+    prog, (result,) = _pruned_network(columns, wire, (n // 2,))
+    return prog, result
 
 
-@cache
-def merge_program(lengths: tuple[int, ...], ranks: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
-    """A min/max program for the given ranks (0 = smallest) of the union of sorted chains of `lengths`: Batcher's
-    network with each chain in its own power-of-two block (padded with +inf), every comparator whose outcome the
-    known order decides dropped, then only what the wanted ranks need kept, ids renumbered densely.
+def _pruned_network(chains: list[list[int]], wire: list[int], ranks: tuple[int, ...]
+                    ) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Batcher's odd-even merge sort on `wire` (input ids, -1 = +inf; a power of two long) given that each chain
+    of ids is in ascending order: every comparator whose outcome the known order decides is dropped, then only
+    what the wanted ranks need is kept, new ids renumbered densely after the inputs.
 
-    Returns (program rows (is_max, out, a, b), the ids of the ranks); ids < sum(lengths) are the inputs, chain
-    by chain, each in ascending order."""
-    block = 1 << (max(lengths) - 1).bit_length()
-    ids = np.cumsum((0, *lengths))
-    chains = [list(range(ids[c], ids[c + 1])) for c in range(len(lengths))]
+    Returns (program rows (is_max, out, a, b), the ids holding the ranks)."""
+    n = sum(len(ch) for ch in chains)
     below = {i: set(ch[:r + 1]) for ch in chains for r, i in enumerate(ch)}  # id: ids known <= it
-    wire = [x for ch in chains for x in ch + [-1] * (block - len(ch))]  # -1 = +inf
-    wire += [-1] * ((1 << (len(wire) - 1).bit_length()) - len(wire))
-    prog, nxt = [], int(ids[-1])
+    wire = list(wire)
+    prog, nxt = [], n
     for i, j in _oddeven_merge_sort(len(wire)):
         a, b = wire[i], wire[j]
         if b == -1 or (a != -1 and a in below[b]):
@@ -115,9 +88,25 @@ def merge_program(lengths: tuple[int, ...], ranks: tuple[int, ...]) -> tuple[np.
         if ins[1] in need:
             kept.append(ins)
             need.update(ins[2:])
-    dense = {old: int(ids[-1]) + i for i, old in enumerate(ins[1] for ins in reversed(kept))}
+    dense = {old: n + i for i, old in enumerate(ins[1] for ins in reversed(kept))}
     rows = [(m, dense[o], dense.get(a, a), dense.get(b, b)) for m, o, a, b in reversed(kept)]
     return np.array(rows, dtype=np.int64).reshape(-1, 4), tuple(dense.get(wire[r], wire[r]) for r in ranks)
+
+
+@cache
+def merge_program(lengths: tuple[int, ...], ranks: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A min/max program for the given ranks (0 = smallest) of the union of sorted chains of `lengths`: Batcher's
+    network with each chain in its own power-of-two block (padded with +inf), every comparator whose outcome the
+    known order decides dropped, then only what the wanted ranks need kept, ids renumbered densely.
+
+    Returns (program rows (is_max, out, a, b), the ids of the ranks); ids < sum(lengths) are the inputs, chain
+    by chain, each in ascending order."""
+    block = 1 << (max(lengths) - 1).bit_length()
+    ids = np.cumsum((0, *lengths)).tolist()
+    chains = [list(range(ids[c], ids[c + 1])) for c in range(len(lengths))]
+    wire = [x for ch in chains for x in ch + [-1] * (block - len(ch))]  # -1 = +inf
+    wire += [-1] * ((1 << (len(wire) - 1).bit_length()) - len(wire))
+    return _pruned_network(chains, wire, ranks)
 
 
 _MEDIAN5_STAGES = {
